@@ -1,0 +1,457 @@
+//! Accounts, groups and credentials for Postern.
+//!
+//! The JID *is* the mail address and the password is the mail password, so this crate is the
+//! one place that knows how passwords are stored and checked:
+//!
+//! - [`Accounts`] (this file): add, change, disable, delete and list accounts; check a PLAIN
+//!   password; hand out SCRAM keys; manage groups. Wraps a [`Store`].
+//! - `password`: argon2id PHC strings plus SCRAM keys, derived from one password.
+//! - [`scram`]: the server side of SCRAM-SHA-1/256/512(-PLUS), pure and I/O free.
+//!
+//! A SASL login takes one of two paths: PLAIN calls [`Accounts::verify_password`]; SCRAM
+//! calls [`scram::ScramServer::client_first`], then [`Accounts::scram_keys`] for the named
+//! user, then `server_first` and `client_final`. Both treat unknown, disabled and
+//! wrong-password logins alike, so an attacker cannot probe which accounts exist.
+
+mod password;
+pub mod scram;
+
+use postern_store::{AccountRow, ScramCredential, Store, StoreError};
+
+pub use password::HashError;
+pub use scram::{ChannelBindings, ClientFirst, ScramError, ScramHash, ScramKeys, ScramServer};
+
+/// Longest localpart or domain we accept: the JID part limit of RFC 7622 section 3.
+const MAX_PART_LEN: usize = 1023;
+
+/// Why an account operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The address is not `localpart@domain` (or has characters a JID cannot have).
+    #[error("invalid address {0:?}: {1}")]
+    InvalidAddress(String, &'static str),
+    /// The password cannot be used (empty).
+    #[error("invalid password: {0}")]
+    InvalidPassword(&'static str),
+    /// An account with this address already exists.
+    #[error("account {0} already exists")]
+    Exists(String),
+    /// No account with this address.
+    #[error("no account {0}")]
+    NotFound(String),
+    /// The group name is empty or has control characters.
+    #[error("invalid group name {0:?}")]
+    InvalidGroup(String),
+    /// A group with this name already exists.
+    #[error("group {0} already exists")]
+    GroupExists(String),
+    /// No group with this name.
+    #[error("no group {0}")]
+    NoSuchGroup(String),
+    /// Hashing the password failed.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// The blocking hashing task panicked or was cancelled.
+    #[error("password hashing task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for AccountError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoSuchGroup(name) => AccountError::NoSuchGroup(name),
+            other => AccountError::Store(other),
+        }
+    }
+}
+
+/// An account as listed for admins: no secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// `localpart@domain`, lowercase.
+    pub address: String,
+    /// Cannot log in.
+    pub disabled: bool,
+    /// May read chat logs and use the admin web.
+    pub is_admin: bool,
+}
+
+/// The account service. Cheap to clone: it only holds the [`Store`] handle.
+#[derive(Clone, Debug)]
+pub struct Accounts {
+    store: Store,
+}
+
+impl Accounts {
+    /// Wraps a store.
+    pub fn new(store: Store) -> Self {
+        Accounts { store }
+    }
+
+    /// The underlying store, for callers that also need rosters or offline messages.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Creates an account. The address is normalised to lowercase; the password is stored
+    /// only as argon2id and SCRAM hashes.
+    pub async fn add(&self, address: &str, password: &str) -> Result<(), AccountError> {
+        let addr = Address::parse(address)?;
+        check_password(password)?;
+        if self
+            .store
+            .account_get(&addr.localpart, &addr.domain)
+            .await?
+            .is_some()
+        {
+            return Err(AccountError::Exists(addr.to_string()));
+        }
+        let credentials = hash_blocking(password).await?;
+        let row = AccountRow {
+            localpart: addr.localpart.clone(),
+            domain: addr.domain.clone(),
+            credentials,
+            disabled: false,
+            is_admin: false,
+            created_at_ms: now_ms(),
+        };
+        // The insert itself settles a race with a concurrent add of the same address.
+        if !self.store.account_insert(&row).await? {
+            return Err(AccountError::Exists(addr.to_string()));
+        }
+        tracing::info!(account = %addr, "account added");
+        Ok(())
+    }
+
+    /// Replaces an account's password (all hashes at once, with fresh salts).
+    pub async fn set_password(&self, address: &str, password: &str) -> Result<(), AccountError> {
+        let addr = Address::parse(address)?;
+        check_password(password)?;
+        if self
+            .store
+            .account_get(&addr.localpart, &addr.domain)
+            .await?
+            .is_none()
+        {
+            return Err(AccountError::NotFound(addr.to_string()));
+        }
+        let credentials = hash_blocking(password).await?;
+        if !self
+            .store
+            .account_set_credentials(&addr.localpart, &addr.domain, &credentials)
+            .await?
+        {
+            return Err(AccountError::NotFound(addr.to_string()));
+        }
+        tracing::info!(account = %addr, "password changed");
+        Ok(())
+    }
+
+    /// Deletes an account with its roster, pending subscriptions, offline messages and group
+    /// memberships.
+    pub async fn delete(&self, address: &str) -> Result<(), AccountError> {
+        let addr = Address::parse(address)?;
+        if !self
+            .store
+            .account_delete(&addr.localpart, &addr.domain)
+            .await?
+        {
+            return Err(AccountError::NotFound(addr.to_string()));
+        }
+        tracing::info!(account = %addr, "account deleted");
+        Ok(())
+    }
+
+    /// Lists accounts, all or of one domain, sorted by domain then localpart.
+    pub async fn list(&self, domain: Option<&str>) -> Result<Vec<AccountInfo>, AccountError> {
+        let domain = domain.map(str::to_lowercase);
+        let rows = self.store.account_list(domain.as_deref()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AccountInfo {
+                address: format!("{}@{}", r.localpart, r.domain),
+                disabled: r.disabled,
+                is_admin: r.is_admin,
+            })
+            .collect())
+    }
+
+    /// Disables (or re-enables) an account. A disabled account keeps its data but cannot log
+    /// in; existing sessions are the caller's to close.
+    pub async fn set_disabled(&self, address: &str, disabled: bool) -> Result<(), AccountError> {
+        let addr = Address::parse(address)?;
+        if !self
+            .store
+            .account_set_disabled(&addr.localpart, &addr.domain, disabled)
+            .await?
+        {
+            return Err(AccountError::NotFound(addr.to_string()));
+        }
+        tracing::info!(account = %addr, disabled, "account disabled flag changed");
+        Ok(())
+    }
+
+    /// Grants or revokes admin rights.
+    pub async fn set_admin(&self, address: &str, is_admin: bool) -> Result<(), AccountError> {
+        let addr = Address::parse(address)?;
+        if !self
+            .store
+            .account_set_admin(&addr.localpart, &addr.domain, is_admin)
+            .await?
+        {
+            return Err(AccountError::NotFound(addr.to_string()));
+        }
+        tracing::info!(account = %addr, is_admin, "account admin flag changed");
+        Ok(())
+    }
+
+    /// Whether the account exists and is enabled (e.g. to accept a message for it). An
+    /// invalid address is simply not active.
+    pub async fn is_active(&self, address: &str) -> Result<bool, AccountError> {
+        let Ok(addr) = Address::parse(address) else {
+            return Ok(false);
+        };
+        let row = self
+            .store
+            .account_get(&addr.localpart, &addr.domain)
+            .await?;
+        Ok(row.is_some_and(|r| !r.disabled))
+    }
+
+    /// Whether the admin flag is set on an existing, enabled account.
+    pub async fn is_admin(&self, address: &str) -> Result<bool, AccountError> {
+        let Ok(addr) = Address::parse(address) else {
+            return Ok(false);
+        };
+        let row = self
+            .store
+            .account_get(&addr.localpart, &addr.domain)
+            .await?;
+        Ok(row.is_some_and(|r| !r.disabled && r.is_admin))
+    }
+
+    /// Checks a PLAIN password. `Ok(true)` only for an existing, enabled account with the
+    /// right password. Unknown, disabled and malformed addresses are checked against a dummy
+    /// hash, so every failure costs the same argon2id time and reveals nothing. Runs the
+    /// hash on a blocking thread.
+    pub async fn verify_password(
+        &self,
+        address: &str,
+        password: &str,
+    ) -> Result<bool, AccountError> {
+        let row = match Address::parse(address) {
+            Ok(addr) => {
+                self.store
+                    .account_get(&addr.localpart, &addr.domain)
+                    .await?
+            }
+            Err(_) => None,
+        };
+        let (hash, active) = match row {
+            Some(r) if !r.disabled => (r.credentials.password_hash, true),
+            _ => (password::DUMMY_HASH.to_owned(), false),
+        };
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || password::verify(&hash, &password)).await?;
+        Ok(ok && active)
+    }
+
+    /// SCRAM keys of an active account for `hash`, or `None` for unknown, disabled or
+    /// malformed addresses (the SCRAM server then continues with fake keys).
+    pub async fn scram_keys(
+        &self,
+        address: &str,
+        hash: ScramHash,
+    ) -> Result<Option<ScramKeys>, AccountError> {
+        let Ok(addr) = Address::parse(address) else {
+            return Ok(None);
+        };
+        let Some(row) = self
+            .store
+            .account_get(&addr.localpart, &addr.domain)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if row.disabled {
+            return Ok(None);
+        }
+        let c = row.credentials;
+        let ScramCredential {
+            salt,
+            iterations,
+            stored_key,
+            server_key,
+        } = match hash {
+            ScramHash::Sha1 => c.scram_sha1,
+            ScramHash::Sha256 => c.scram_sha256,
+            ScramHash::Sha512 => c.scram_sha512,
+        };
+        Ok(Some(ScramKeys {
+            salt,
+            iterations,
+            stored_key,
+            server_key,
+        }))
+    }
+
+    /// Creates a group (for the mail gateway's rules).
+    pub async fn group_add(&self, name: &str) -> Result<(), AccountError> {
+        let name = check_group(name)?;
+        if !self.store.group_create(name).await? {
+            return Err(AccountError::GroupExists(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Deletes a group and its memberships.
+    pub async fn group_del(&self, name: &str) -> Result<(), AccountError> {
+        if !self.store.group_delete(name).await? {
+            return Err(AccountError::NoSuchGroup(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// All group names, sorted.
+    pub async fn group_list(&self) -> Result<Vec<String>, AccountError> {
+        Ok(self.store.group_list().await?)
+    }
+
+    /// Members of a group (addresses, sorted).
+    pub async fn group_members(&self, name: &str) -> Result<Vec<String>, AccountError> {
+        self.store
+            .group_members(name)
+            .await?
+            .ok_or_else(|| AccountError::NoSuchGroup(name.to_owned()))
+    }
+
+    /// Adds an address (need not be a local account) to a group. Returns `false` when it
+    /// was already a member.
+    pub async fn group_add_member(&self, name: &str, address: &str) -> Result<bool, AccountError> {
+        let addr = Address::parse(address)?;
+        Ok(self.store.group_add_member(name, &addr.to_string()).await?)
+    }
+
+    /// Removes an address from a group. Returns `false` when it was not a member.
+    pub async fn group_remove_member(
+        &self,
+        name: &str,
+        address: &str,
+    ) -> Result<bool, AccountError> {
+        let addr = Address::parse(address)?;
+        Ok(self
+            .store
+            .group_remove_member(name, &addr.to_string())
+            .await?)
+    }
+
+    /// Groups an address belongs to, sorted.
+    pub async fn groups_of(&self, address: &str) -> Result<Vec<String>, AccountError> {
+        let addr = Address::parse(address)?;
+        Ok(self.store.groups_of(&addr.to_string()).await?)
+    }
+}
+
+/// A parsed, lowercase `localpart@domain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Address {
+    localpart: String,
+    domain: String,
+}
+
+impl Address {
+    /// Parses and normalises an address. Lowercasing is our normalisation (mail addresses are
+    /// compared case-insensitively in practice); characters that cannot appear in a bare JID
+    /// or would confuse mail headers are refused.
+    fn parse(address: &str) -> Result<Address, AccountError> {
+        let invalid = |why| AccountError::InvalidAddress(address.to_owned(), why);
+        let (localpart, domain) = address.split_once('@').ok_or_else(|| invalid("no @"))?;
+        if localpart.is_empty() || domain.is_empty() {
+            return Err(invalid("empty localpart or domain"));
+        }
+        if localpart.len() > MAX_PART_LEN || domain.len() > MAX_PART_LEN {
+            return Err(invalid("too long"));
+        }
+        let bad = |c: char| c.is_whitespace() || c.is_control() || "@/\"&'<>:".contains(c);
+        if localpart.chars().any(bad) || domain.chars().any(bad) {
+            return Err(invalid("forbidden character"));
+        }
+        if domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
+            return Err(invalid("bad domain"));
+        }
+        Ok(Address {
+            localpart: localpart.to_lowercase(),
+            domain: domain.to_lowercase(),
+        })
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.localpart, self.domain)
+    }
+}
+
+fn check_password(password: &str) -> Result<(), AccountError> {
+    if password.is_empty() {
+        return Err(AccountError::InvalidPassword("empty"));
+    }
+    Ok(())
+}
+
+fn check_group(name: &str) -> Result<&str, AccountError> {
+    if name.trim().is_empty() || name.trim() != name || name.chars().any(char::is_control) {
+        return Err(AccountError::InvalidGroup(name.to_owned()));
+    }
+    Ok(name)
+}
+
+/// Derives all credentials on a blocking thread: argon2id plus three PBKDF2 runs take tens
+/// of milliseconds, which must not stall the async workers.
+async fn hash_blocking(password: &str) -> Result<postern_store::Credentials, AccountError> {
+    let password = password.to_owned();
+    Ok(tokio::task::spawn_blocking(move || password::credentials_for(&password)).await??)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_validated_and_lowercased() {
+        let a = Address::parse("Alice@Example.COM").expect("valid");
+        assert_eq!(a.to_string(), "alice@example.com");
+        for bad in [
+            "alice",
+            "@example.com",
+            "alice@",
+            "a b@x",
+            "a@b@c",
+            "a/b@x",
+            "a@x..y",
+            "a@.x",
+            "a\n@x",
+        ] {
+            assert!(Address::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(Address::parse(&format!("{}@x", "a".repeat(1024))).is_err());
+    }
+
+    #[test]
+    fn group_names_are_checked() {
+        assert!(check_group("legal").is_ok());
+        assert!(check_group("").is_err());
+        assert!(check_group(" legal").is_err());
+        assert!(check_group("le\u{7}gal").is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! Turning a password into what we store, and checking a password against it. CPU-heavy on
+//! purpose (argon2id, PBKDF2): callers run these on `tokio::task::spawn_blocking`.
+//!
+//! Passwords are used as their UTF-8 bytes, without SASLprep (RFC 4013): the same bytes go
+//! into argon2id (PLAIN) and PBKDF2 (SCRAM), so both mechanisms accept the same passwords.
+//! A client that applies SASLprep changes only unusual Unicode (e.g. non-ASCII spaces), so
+//! such a password may work over PLAIN and not over SCRAM; ASCII passwords are unaffected.
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use postern_store::{Credentials, ScramCredential};
+use rand::Rng as _;
+
+use crate::scram::{ScramHash, ScramKeys};
+
+/// An argon2id string with default parameters and random salt and output, so no password
+/// matches it (short of a hash collision). Unknown and
+/// disabled users are checked against it so that a failed login takes as long whether or
+/// not the account exists. Its parameters must match [`Argon2::default`]; a test checks that.
+pub(crate) const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$w0Q3kE3n8cKk0zW8i5Y2Xg$HbfPiE3sWmrtlZ0ftpw1HVd/k+0tKmRHPmMnCyZLAjE";
+
+/// Hashing failed (the argon2 crate reports errors we do not expect with default
+/// parameters, e.g. no OS randomness).
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing failed: {0}")]
+pub struct HashError(String);
+
+/// Derives everything we store for a password: argon2id PHC string and SCRAM keys for each
+/// hash, each with its own random 16-byte salt.
+pub(crate) fn credentials_for(password: &str) -> Result<Credentials, HashError> {
+    let phc: PasswordHash = Argon2::default()
+        .hash_password(password.as_bytes())
+        .map_err(|e| HashError(e.to_string()))?;
+    let scram = |hash: ScramHash| {
+        let mut salt = [0u8; 16];
+        rand::rng().fill_bytes(&mut salt);
+        let k = ScramKeys::derive(hash, password.as_bytes(), &salt, hash.default_iterations());
+        ScramCredential {
+            salt: k.salt,
+            iterations: k.iterations,
+            stored_key: k.stored_key,
+            server_key: k.server_key,
+        }
+    };
+    Ok(Credentials {
+        password_hash: phc.to_string(),
+        scram_sha1: scram(ScramHash::Sha1),
+        scram_sha256: scram(ScramHash::Sha256),
+        scram_sha512: scram(ScramHash::Sha512),
+    })
+}
+
+/// Checks a password against an argon2 PHC string. An unparsable hash never matches (and
+/// is logged: it means the row was damaged).
+pub(crate) fn verify(phc: &str, password: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(e) => {
+            tracing::error!(error = %e, "stored password hash does not parse");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dummy_hash_has_the_parameters_of_real_hashes() {
+        let real = credentials_for("x").expect("hash").password_hash;
+        let params = |s: &str| s.split('$').take(4).collect::<Vec<_>>().join("$");
+        assert_eq!(params(DUMMY_HASH), params(&real));
+        assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+        assert!(!verify(DUMMY_HASH, ""));
+    }
+
+    #[test]
+    fn credentials_verify_and_use_fresh_salts() {
+        let a = credentials_for("pencil").expect("hash");
+        let b = credentials_for("pencil").expect("hash");
+        assert!(a.password_hash.starts_with("$argon2id$"));
+        assert!(verify(&a.password_hash, "pencil"));
+        assert!(!verify(&a.password_hash, "Pencil"));
+        assert!(!verify("not a phc string", "pencil"));
+        assert_ne!(a.password_hash, b.password_hash);
+        assert_ne!(a.scram_sha256.salt, b.scram_sha256.salt);
+        assert_ne!(a.scram_sha1.salt, a.scram_sha256.salt);
+        assert_eq!(a.scram_sha1.salt.len(), 16);
+        assert_eq!(a.scram_sha1.stored_key.len(), 20);
+        assert_eq!(a.scram_sha256.server_key.len(), 32);
+        assert_eq!(a.scram_sha512.stored_key.len(), 64);
+        assert_eq!(a.scram_sha512.iterations, 10_000);
+        let derived = ScramKeys::derive(ScramHash::Sha256, b"pencil", &a.scram_sha256.salt, 4096);
+        assert_eq!(derived.stored_key, a.scram_sha256.stored_key);
+    }
+}

@@ -1,0 +1,620 @@
+//! Store scenarios, each run against SQLite in a temporary directory and, when
+//! `POSTERN_TEST_POSTGRES_URL` is set, against that PostgreSQL database too. Names carry a
+//! per-test suffix so tests can share one PostgreSQL database and run in parallel.
+//!
+//! A local PostgreSQL for these tests (Debian, PostgreSQL 15):
+//!
+//! ```text
+//! pg_ctlcluster 15 main start
+//! su postgres -c "psql -c \"CREATE ROLE postern LOGIN PASSWORD 'postern' CREATEDB;\""
+//! su postgres -c "psql -c 'CREATE DATABASE postern_test OWNER postern;'"
+//! POSTERN_TEST_POSTGRES_URL=postgres://postern:postern@127.0.0.1/postern_test cargo test -p postern-store
+//! ```
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use postern_store::{
+    AccountRow, Backend, Credentials, RosterItem, ScramCredential, Store, StoreError, Subscription,
+};
+use sqlx::Row as _;
+
+/// Runs `scenario(store, suffix)` on every available backend.
+async fn on_each_backend<F, Fut>(scenario: F)
+where
+    F: Fn(Store, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/postern.db", dir.path().display());
+    let store = Store::connect(&url).await.expect("connect sqlite");
+    assert_eq!(store.backend(), Backend::Sqlite);
+    scenario(store, unique()).await;
+
+    match std::env::var("POSTERN_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => {
+            let store = Store::connect(&url).await.expect("connect postgres");
+            assert_eq!(store.backend(), Backend::Postgres);
+            scenario(store, unique()).await;
+        }
+        _ => eprintln!("note: POSTERN_TEST_POSTGRES_URL not set, PostgreSQL part skipped"),
+    }
+}
+
+fn unique() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}x{}x{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn item(contact: &str, sub: Subscription, groups: &[&str]) -> RosterItem {
+    RosterItem {
+        contact: contact.to_owned(),
+        name: None,
+        subscription: sub,
+        ask: false,
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    }
+}
+
+fn scram(seed: u8) -> ScramCredential {
+    ScramCredential {
+        salt: vec![seed; 16],
+        iterations: 4096 + u32::from(seed),
+        stored_key: vec![seed, 0, 255, seed],
+        server_key: vec![255, seed, 0],
+    }
+}
+
+fn credentials(seed: u8) -> Credentials {
+    Credentials {
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$seed{seed}"),
+        scram_sha1: scram(seed),
+        scram_sha256: scram(seed + 1),
+        scram_sha512: scram(seed + 2),
+    }
+}
+
+fn account(localpart: &str, domain: &str) -> AccountRow {
+    AccountRow {
+        localpart: localpart.to_owned(),
+        domain: domain.to_owned(),
+        credentials: credentials(1),
+        disabled: false,
+        is_admin: false,
+        created_at_ms: 1_700_000_000_000,
+    }
+}
+
+#[tokio::test]
+async fn sqlite_file_and_directory_are_created_with_wal_and_foreign_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nested/deeper/postern.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::connect(&url).await.expect("connect");
+    assert!(path.exists());
+
+    let mode: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .expect("pragma")
+        .try_get(0)
+        .expect("column");
+    assert_eq!(mode, "wal");
+    let fk: i64 = sqlx::query("PRAGMA foreign_keys")
+        .fetch_one(store.pool())
+        .await
+        .expect("pragma")
+        .try_get(0)
+        .expect("column");
+    assert_eq!(fk, 1);
+
+    // Reopening runs the (already applied) migrations again without harm.
+    store
+        .roster_put("a@x", &item("b@x", Subscription::Both, &[]))
+        .await
+        .expect("put");
+    drop(store);
+    let store = Store::connect(&url).await.expect("reconnect");
+    assert_eq!(store.roster_version("a@x").await.expect("version"), 1);
+}
+
+#[tokio::test]
+async fn unsupported_url_is_rejected_without_leaking_the_password() {
+    let err = Store::connect("mysql://root:hunter2@localhost/db")
+        .await
+        .expect_err("mysql");
+    assert!(matches!(err, StoreError::UnsupportedUrl(_)));
+    assert!(!err.to_string().contains("hunter2"));
+}
+
+#[tokio::test]
+async fn roster_versions_items_and_groups() {
+    on_each_backend(|store, u| async move {
+        let owner = format!("alice{u}@example.com");
+        assert_eq!(store.roster_version(&owner).await.expect("version"), 0);
+        assert_eq!(store.roster_get(&owner).await.expect("get"), (0, vec![]));
+
+        let mut bob = item(
+            "bob@example.com",
+            Subscription::To,
+            &["Friends", "Work", "Friends"],
+        );
+        bob.name = Some("Bob".to_owned());
+        bob.ask = true;
+        assert_eq!(store.roster_put(&owner, &bob).await.expect("put"), 1);
+        let carol = item("carol@example.com", Subscription::None, &[]);
+        assert_eq!(store.roster_put(&owner, &carol).await.expect("put"), 2);
+        let aaron = item("aaron@example.com", Subscription::Both, &["Z", "A"]);
+        assert_eq!(store.roster_put(&owner, &aaron).await.expect("put"), 3);
+
+        let (version, items) = store.roster_get(&owner).await.expect("get");
+        assert_eq!(version, 3);
+        let contacts: Vec<_> = items.iter().map(|i| i.contact.as_str()).collect();
+        assert_eq!(
+            contacts,
+            ["aaron@example.com", "bob@example.com", "carol@example.com"]
+        );
+        assert_eq!(items[0].groups, ["A", "Z"]);
+        assert_eq!(items[1].groups, ["Friends", "Work"], "duplicates dropped");
+        assert_eq!(items[1].name.as_deref(), Some("Bob"));
+        assert!(items[1].ask);
+        assert_eq!(items[1].subscription, Subscription::To);
+        assert_eq!(items[2].name, None);
+
+        // Update replaces name, state and groups.
+        let bob2 = item("bob@example.com", Subscription::Both, &["Work"]);
+        assert_eq!(store.roster_put(&owner, &bob2).await.expect("put"), 4);
+        let got = store
+            .roster_item(&owner, "bob@example.com")
+            .await
+            .expect("item");
+        assert_eq!(got, Some(bob2));
+        assert_eq!(
+            store
+                .roster_item(&owner, "nobody@example.com")
+                .await
+                .expect("item"),
+            None
+        );
+
+        // Removing bumps the version; removing a missing item does not.
+        assert_eq!(
+            store
+                .roster_remove(&owner, "bob@example.com")
+                .await
+                .expect("rm"),
+            Some(5)
+        );
+        assert_eq!(
+            store
+                .roster_remove(&owner, "bob@example.com")
+                .await
+                .expect("rm"),
+            None
+        );
+        assert_eq!(store.roster_version(&owner).await.expect("version"), 5);
+        let (_, items) = store.roster_get(&owner).await.expect("get");
+        assert_eq!(items.len(), 2);
+
+        // Re-adding after removal starts with no stale groups.
+        let bob3 = item("bob@example.com", Subscription::None, &[]);
+        store.roster_put(&owner, &bob3).await.expect("put");
+        let got = store
+            .roster_item(&owner, "bob@example.com")
+            .await
+            .expect("item");
+        assert_eq!(got.map(|i| i.groups), Some(vec![]));
+
+        // Other owners are untouched.
+        let other = format!("zed{u}@example.com");
+        assert_eq!(store.roster_get(&other).await.expect("get"), (0, vec![]));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn subscription_strings_round_trip() {
+    for s in [
+        Subscription::None,
+        Subscription::To,
+        Subscription::From,
+        Subscription::Both,
+    ] {
+        assert_eq!(Subscription::parse(s.as_str()), Some(s));
+    }
+    assert_eq!(Subscription::parse("remove"), None);
+    assert_eq!(Subscription::parse("BOTH"), None);
+}
+
+#[tokio::test]
+async fn pending_inbound_subscriptions() {
+    on_each_backend(|store, u| async move {
+        let owner = format!("alice{u}@example.com");
+        store
+            .pending_in_put(&owner, "bob@x", "<presence type='subscribe'/>")
+            .await
+            .expect("put");
+        store
+            .pending_in_put(&owner, "anna@x", "<presence/>")
+            .await
+            .expect("put");
+        store
+            .pending_in_put(&owner, "bob@x", "<presence id='2'/>")
+            .await
+            .expect("upsert");
+        let list = store.pending_in_list(&owner).await.expect("list");
+        assert_eq!(
+            list,
+            [
+                ("anna@x".to_owned(), "<presence/>".to_owned()),
+                ("bob@x".to_owned(), "<presence id='2'/>".to_owned())
+            ]
+        );
+        assert!(store.pending_in_remove(&owner, "bob@x").await.expect("rm"));
+        assert!(!store.pending_in_remove(&owner, "bob@x").await.expect("rm"));
+        assert_eq!(store.pending_in_list(&owner).await.expect("list").len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn offline_messages_respect_the_limit_and_come_back_in_order() {
+    on_each_backend(|store, u| async move {
+        let owner = format!("alice{u}@example.com");
+        let other = format!("bob{u}@example.com");
+        for i in 0..3 {
+            let stored = store
+                .offline_push(&owner, 1000 + i, &format!("<m n='{i}'/>"), 3)
+                .await;
+            assert!(stored.expect("push"));
+        }
+        assert!(
+            !store
+                .offline_push(&owner, 2000, "<m/>", 3)
+                .await
+                .expect("push over limit")
+        );
+        assert!(
+            store
+                .offline_push(&other, 2000, "<other/>", 3)
+                .await
+                .expect("other owner")
+        );
+
+        let msgs = store.offline_fetch(&owner).await.expect("fetch");
+        assert_eq!(msgs.len(), 3);
+        assert_eq!(msgs[0].xml, "<m n='0'/>");
+        assert_eq!(msgs[2].stamp_ms, 1002);
+        assert!(msgs.windows(2).all(|w| w[0].id < w[1].id));
+
+        // Another owner's ids are not deleted through this owner.
+        let other_ids: Vec<i64> = store
+            .offline_fetch(&other)
+            .await
+            .expect("fetch")
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        store
+            .offline_delete(&owner, &other_ids)
+            .await
+            .expect("delete");
+        assert_eq!(store.offline_fetch(&other).await.expect("fetch").len(), 1);
+
+        store
+            .offline_delete(&owner, &[msgs[0].id, msgs[2].id])
+            .await
+            .expect("delete");
+        let left = store.offline_fetch(&owner).await.expect("fetch");
+        assert_eq!(left, vec![msgs[1].clone()]);
+        store
+            .offline_delete(&owner, &[])
+            .await
+            .expect("empty delete");
+
+        // More ids than one DELETE statement takes.
+        let many = format!("many{u}@example.com");
+        for i in 0..5 {
+            store
+                .offline_push(&many, i, "<m/>", 10)
+                .await
+                .expect("push");
+        }
+        let mut ids: Vec<i64> = store
+            .offline_fetch(&many)
+            .await
+            .expect("fetch")
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        ids.extend(-1200..-1);
+        store
+            .offline_delete(&many, &ids)
+            .await
+            .expect("chunked delete");
+        assert!(store.offline_fetch(&many).await.expect("fetch").is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_an_owner_clears_roster_pending_and_offline() {
+    on_each_backend(|store, u| async move {
+        let owner = format!("alice{u}@example.com");
+        store
+            .roster_put(&owner, &item("b@x", Subscription::Both, &["G"]))
+            .await
+            .expect("put");
+        store
+            .pending_in_put(&owner, "c@x", "<presence/>")
+            .await
+            .expect("pending");
+        store
+            .offline_push(&owner, 1, "<m/>", 10)
+            .await
+            .expect("offline");
+
+        store
+            .roster_delete_owner(&owner)
+            .await
+            .expect("delete owner");
+        let (version, items) = store.roster_get(&owner).await.expect("get");
+        assert!(items.is_empty());
+        assert!(version > 1, "version keeps growing so stale caches resync");
+        assert!(
+            store
+                .pending_in_list(&owner)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        assert!(store.offline_fetch(&owner).await.expect("fetch").is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn account_rows() {
+    on_each_backend(|store, u| async move {
+        let domain = format!("d{u}.example");
+        let other_domain = format!("c{u}.example");
+        let alice = account("alice", &domain);
+        assert!(store.account_insert(&alice).await.expect("insert"));
+        assert!(!store.account_insert(&alice).await.expect("duplicate"));
+        assert!(
+            store
+                .account_insert(&account("bob", &domain))
+                .await
+                .expect("insert")
+        );
+        assert!(
+            store
+                .account_insert(&account("zoe", &other_domain))
+                .await
+                .expect("insert")
+        );
+
+        assert_eq!(
+            store.account_get("alice", &domain).await.expect("get"),
+            Some(alice.clone())
+        );
+        assert_eq!(
+            store.account_get("nobody", &domain).await.expect("get"),
+            None
+        );
+
+        assert!(
+            store
+                .account_set_credentials("alice", &domain, &credentials(7))
+                .await
+                .expect("set")
+        );
+        assert!(
+            !store
+                .account_set_credentials("nobody", &domain, &credentials(7))
+                .await
+                .expect("set")
+        );
+        assert!(
+            store
+                .account_set_disabled("alice", &domain, true)
+                .await
+                .expect("disable")
+        );
+        assert!(
+            store
+                .account_set_admin("bob", &domain, true)
+                .await
+                .expect("admin")
+        );
+        assert!(
+            !store
+                .account_set_disabled("nobody", &domain, true)
+                .await
+                .expect("disable")
+        );
+        let got = store
+            .account_get("alice", &domain)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(got.credentials, credentials(7));
+        assert!(got.disabled);
+        assert!(!got.is_admin);
+
+        let list = store.account_list(Some(&domain)).await.expect("list");
+        let names: Vec<_> = list
+            .iter()
+            .map(|a| (a.localpart.as_str(), a.disabled, a.is_admin))
+            .collect();
+        assert_eq!(names, [("alice", true, false), ("bob", false, true)]);
+        let all = store.account_list(None).await.expect("list all");
+        let ours: Vec<_> = all
+            .iter()
+            .filter(|a| a.domain == domain || a.domain == other_domain)
+            .map(|a| a.localpart.as_str())
+            .collect();
+        assert_eq!(
+            ours,
+            ["zoe", "alice", "bob"],
+            "sorted by domain, then localpart"
+        );
+
+        // Deleting an account takes its memberships and roster with it.
+        let address = format!("alice@{domain}");
+        let group = format!("g{u}");
+        store.group_create(&group).await.expect("group");
+        store
+            .group_add_member(&group, &address)
+            .await
+            .expect("member");
+        store
+            .roster_put(&address, &item("b@x", Subscription::Both, &[]))
+            .await
+            .expect("roster");
+        assert!(
+            store
+                .account_delete("alice", &domain)
+                .await
+                .expect("delete")
+        );
+        assert!(
+            !store
+                .account_delete("alice", &domain)
+                .await
+                .expect("delete again")
+        );
+        assert_eq!(
+            store.account_get("alice", &domain).await.expect("get"),
+            None
+        );
+        assert_eq!(
+            store.group_members(&group).await.expect("members"),
+            Some(vec![])
+        );
+        assert!(
+            store
+                .roster_get(&address)
+                .await
+                .expect("roster")
+                .1
+                .is_empty()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn groups_and_members() {
+    on_each_backend(|store, u| async move {
+        let legal = format!("legal{u}");
+        let board = format!("board{u}");
+        assert!(store.group_create(&legal).await.expect("create"));
+        assert!(!store.group_create(&legal).await.expect("duplicate"));
+        assert!(store.group_create(&board).await.expect("create"));
+        let list = store.group_list().await.expect("list");
+        assert!(list.contains(&legal) && list.contains(&board));
+        assert!(list.windows(2).all(|w| w[0] <= w[1]), "sorted");
+
+        assert_eq!(
+            store.group_members(&legal).await.expect("members"),
+            Some(vec![])
+        );
+        assert_eq!(
+            store.group_members("no-such-group").await.expect("members"),
+            None
+        );
+        assert!(store.group_add_member(&legal, "bob@x").await.expect("add"));
+        assert!(
+            store
+                .group_add_member(&legal, "alice@x")
+                .await
+                .expect("add")
+        );
+        assert!(
+            !store
+                .group_add_member(&legal, "bob@x")
+                .await
+                .expect("add again")
+        );
+        assert!(store.group_add_member(&board, "bob@x").await.expect("add"));
+        assert!(matches!(
+            store.group_add_member("no-such-group", "bob@x").await,
+            Err(StoreError::NoSuchGroup(_))
+        ));
+        assert_eq!(
+            store.group_members(&legal).await.expect("members"),
+            Some(vec!["alice@x".to_owned(), "bob@x".to_owned()])
+        );
+        let mut expected = vec![board.clone(), legal.clone()];
+        expected.sort();
+        let mut of_bob = store.groups_of("bob@x").await.expect("groups of");
+        of_bob.retain(|g| g.ends_with(&u));
+        assert_eq!(of_bob, expected);
+
+        assert!(
+            store
+                .group_remove_member(&legal, "bob@x")
+                .await
+                .expect("remove")
+        );
+        assert!(
+            !store
+                .group_remove_member(&legal, "bob@x")
+                .await
+                .expect("remove again")
+        );
+        assert!(matches!(
+            store.group_remove_member("no-such-group", "bob@x").await,
+            Err(StoreError::NoSuchGroup(_))
+        ));
+
+        assert!(store.group_delete(&board).await.expect("delete"));
+        assert!(!store.group_delete(&board).await.expect("delete again"));
+        assert_eq!(store.group_members(&board).await.expect("members"), None);
+        assert!(
+            !store
+                .groups_of("bob@x")
+                .await
+                .expect("groups")
+                .contains(&board)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_roster_writes_get_distinct_versions() {
+    on_each_backend(|store, u| async move {
+        let owner = format!("alice{u}@example.com");
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let store = store.clone();
+                let owner = owner.clone();
+                tokio::spawn(async move {
+                    let contact = format!("c{i}@x");
+                    store
+                        .roster_put(&owner, &item(&contact, Subscription::None, &["G"]))
+                        .await
+                })
+            })
+            .collect();
+        let mut versions = Vec::new();
+        for t in tasks {
+            versions.push(t.await.expect("join").expect("put"));
+        }
+        versions.sort_unstable();
+        assert_eq!(versions, (1..=16).collect::<Vec<i64>>());
+        assert_eq!(store.roster_get(&owner).await.expect("get").1.len(), 16);
+    })
+    .await;
+}
