@@ -1,0 +1,100 @@
+//! The `postern` binary's library half: config, certificates and the wiring of services,
+//! so end-to-end tests start exactly what `postern serve` starts.
+
+pub mod certs;
+pub mod config;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use postern_accounts::Accounts;
+use postern_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+
+/// Opens the store named by the config (creating the data dir for SQLite).
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let url = config.database_url();
+    Store::connect(&url)
+        .await
+        .with_context(|| format!("opening database {url}"))
+}
+
+/// Services started by [`start`]; dropping it does not stop them, [`Running::stop`] does.
+pub struct Running {
+    /// Bound STARTTLS addresses (real ports when the config said port 0).
+    pub starttls: Vec<SocketAddr>,
+    /// Bound direct-TLS addresses.
+    pub direct_tls: Vec<SocketAddr>,
+    pub accounts: Accounts,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Asks every service to stop and waits for the listeners to close.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Resolves when the services end (after a stop).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Binds every listener and starts every enabled service.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    let store = open_store(config).await?;
+    let accounts = Accounts::new(store.clone());
+    let identities = certs::identities(config)?;
+    let (shutdown, rx) = watch::channel(false);
+    let mut starttls = Vec::new();
+    let mut direct = Vec::new();
+    let mut task: JoinHandle<()> = tokio::spawn(async {});
+    if config.xmpp.enabled {
+        let bind = |addrs: &[SocketAddr]| {
+            let addrs = addrs.to_vec();
+            async move {
+                let mut out = Vec::new();
+                for a in addrs {
+                    out.push(
+                        TcpListener::bind(a)
+                            .await
+                            .with_context(|| format!("binding {a}"))?,
+                    );
+                }
+                anyhow::Ok(out)
+            }
+        };
+        let s = bind(&config.xmpp.starttls).await?;
+        let d = bind(&config.xmpp.direct_tls).await?;
+        starttls = s.iter().filter_map(|l| l.local_addr().ok()).collect();
+        direct = d.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let server = postern_xmpp::Server::new(
+            config.xmpp.clone(),
+            config.domain_names(),
+            store.clone(),
+            accounts.clone(),
+            identities,
+        )?;
+        task = tokio::spawn(server.serve(s, d, rx));
+    }
+    Ok(Running {
+        starttls,
+        direct_tls: direct,
+        accounts,
+        shutdown,
+        task,
+    })
+}

@@ -1,0 +1,227 @@
+//! `postern`: run the services, or administer the store they share.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use postern::Config;
+use postern_accounts::Accounts;
+
+#[derive(Parser)]
+#[command(
+    name = "postern",
+    version,
+    about = "XMPP chat and OpenPGP mail gateway for your mail domains"
+)]
+struct Cli {
+    /// Config file (TOML); without it the embedded default is used (localhost, ./data, loopback).
+    #[arg(long, short, global = true, env = "POSTERN_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every enabled service until interrupted.
+    Serve,
+    /// Check the config file and print what it would serve.
+    CheckConfig,
+    /// Manage mail accounts (the XMPP accounts are the mail accounts).
+    #[command(subcommand)]
+    Account(AccountCmd),
+}
+
+#[derive(Subcommand)]
+enum AccountCmd {
+    /// Create an account; the domain must be served.
+    Add {
+        address: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change an account's password.
+    Passwd {
+        address: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete an account and its roster and stored messages.
+    Del { address: String },
+    /// List accounts, optionally of one domain.
+    List { domain: Option<String> },
+    /// Refuse logins for an account without deleting it.
+    Disable { address: String },
+    /// Allow logins again.
+    Enable { address: String },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("postern: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    init_logging(&config, matches!(cli.command, Command::Serve));
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(&config).await,
+            Command::CheckConfig => {
+                println!("config OK: domains {}", config.domain_names().join(", "));
+                println!("database: {}", config.database_url());
+                Ok(())
+            }
+            Command::Account(cmd) => account(&config, cmd).await,
+        }
+    })
+}
+
+fn init_logging(config: &Config, serving: bool) {
+    let _ = tracing_log::LogTracer::init();
+    let default = if serving { config.log.as_str() } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(limit = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+    let running = postern::start(config).await?;
+    tracing::info!(
+        domains = %config.domain_names().join(","),
+        starttls = ?running.starttls,
+        direct_tls = ?running.direct_tls,
+        "postern running"
+    );
+    let stop = running.shutdown_handle();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    running.wait().await;
+    Ok(())
+}
+
+async fn account(config: &Config, cmd: AccountCmd) -> anyhow::Result<()> {
+    let store = postern::open_store(config).await?;
+    let accounts = Accounts::new(store);
+    let served = |address: &str| -> anyhow::Result<String> {
+        let address = address.trim().to_lowercase();
+        let Some((local, domain)) = address.split_once('@') else {
+            bail!("`{address}` is not an address like alice@example.com");
+        };
+        if local.is_empty() {
+            bail!("`{address}` has no local part");
+        }
+        if !config.serves(domain) {
+            bail!(
+                "domain `{domain}` is not served (served: {})",
+                config.domain_names().join(", ")
+            );
+        }
+        Ok(address)
+    };
+    match cmd {
+        AccountCmd::Add {
+            address,
+            password_stdin,
+        } => {
+            let address = served(&address)?;
+            let password = password(password_stdin, &address)?;
+            accounts.add(&address, &password).await?;
+            println!("added {address}");
+        }
+        AccountCmd::Passwd {
+            address,
+            password_stdin,
+        } => {
+            let address = served(&address)?;
+            let password = password(password_stdin, &address)?;
+            accounts.set_password(&address, &password).await?;
+            println!("password changed for {address}");
+        }
+        AccountCmd::Del { address } => {
+            let address = served(&address)?;
+            accounts.delete(&address).await?;
+            println!("deleted {address}");
+        }
+        AccountCmd::List { domain } => {
+            for a in accounts.list(domain.as_deref()).await? {
+                let flags = [(a.disabled, "disabled"), (a.is_admin, "admin")]
+                    .iter()
+                    .filter(|(on, _)| *on)
+                    .map(|(_, n)| *n)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                println!(
+                    "{}{}",
+                    a.address,
+                    if flags.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\t{flags}")
+                    }
+                );
+            }
+        }
+        AccountCmd::Disable { address } => {
+            let address = served(&address)?;
+            accounts.set_disabled(&address, true).await?;
+            println!("disabled {address}");
+        }
+        AccountCmd::Enable { address } => {
+            let address = served(&address)?;
+            accounts.set_disabled(&address, false).await?;
+            println!("enabled {address}");
+        }
+    }
+    Ok(())
+}
+
+/// From standard input (first line) or an interactive prompt asked twice.
+fn password(from_stdin: bool, address: &str) -> anyhow::Result<String> {
+    let password = if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        let p = rpassword::prompt_password(format!("Password for {address}: "))?;
+        let again = rpassword::prompt_password("Again: ")?;
+        if p != again {
+            bail!("the passwords differ");
+        }
+        p
+    };
+    if password.is_empty() {
+        bail!("empty password refused");
+    }
+    Ok(password)
+}

@@ -1,0 +1,202 @@
+//! Typed `[xmpp]` configuration. Every key is documented in `config/postern.toml`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The `[xmpp]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XmppConfig {
+    /// Run the XMPP service at all.
+    pub enabled: bool,
+    /// Listeners that offer STARTTLS (RFC 6120 §5).
+    pub starttls: Vec<SocketAddr>,
+    /// Listeners that speak TLS from the first byte (XEP-0368).
+    pub direct_tls: Vec<SocketAddr>,
+    /// Everything a client controls is bounded by these.
+    pub limits: Limits,
+}
+
+impl Default for XmppConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            starttls: vec![SocketAddr::from(([127, 0, 0, 1], 5222))],
+            direct_tls: vec![SocketAddr::from(([127, 0, 0, 1], 5223))],
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The `[xmpp.limits]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest top-level element a client may send; larger ends the stream with
+    /// `policy-violation` (RFC 6120 §4.9.3.14).
+    pub max_stanza_size: ByteSize,
+    /// Concurrent client connections, all listeners together.
+    pub max_connections: usize,
+    /// New connections one IP address may open in a burst …
+    pub connection_burst_per_ip: u32,
+    /// … and per minute after the burst is spent.
+    pub connections_per_minute_per_ip: u32,
+    /// Time from TCP accept to a bound resource.
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+    /// Silence after which the server pings the client; the client then has
+    /// `idle_timeout / 4` (at least 10 s) to answer before the stream is closed.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// Failed SASL attempts on one connection before it is closed.
+    pub auth_attempts_per_connection: u32,
+    /// Failures (per IP and per account, within `auth_failure_window`) after which each
+    /// further failure answer is delayed. A correct login is never delayed.
+    pub auth_failures_before_delay: u32,
+    /// Window over which authentication failures are counted.
+    #[serde(deserialize_with = "duration")]
+    pub auth_failure_window: Duration,
+    /// Ceiling of the delay added to a failure answer.
+    #[serde(deserialize_with = "duration")]
+    pub auth_failure_max_delay: Duration,
+    /// Messages kept for an offline account; beyond it senders get `service-unavailable`.
+    pub offline_max_messages: i64,
+    /// Stanzas queued for one session before it is considered stuck and closed.
+    pub session_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_stanza_size: ByteSize(256 * 1024),
+            max_connections: 10_000,
+            connection_burst_per_ip: 100,
+            connections_per_minute_per_ip: 600,
+            handshake_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            auth_attempts_per_connection: 3,
+            auth_failures_before_delay: 3,
+            auth_failure_window: Duration::from_secs(600),
+            auth_failure_max_delay: Duration::from_secs(5),
+            offline_max_messages: 1000,
+            session_queue: 1024,
+        }
+    }
+}
+
+impl XmppConfig {
+    /// Every problem in the section, so the admin can fix them all at once.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let l = &self.limits;
+        if self.enabled && self.starttls.is_empty() && self.direct_tls.is_empty() {
+            out.push(
+                "xmpp: enabled but neither `starttls` nor `direct_tls` lists an address".into(),
+            );
+        }
+        if l.max_stanza_size.0 < 10 * 1024 {
+            out.push(
+                "xmpp.limits.max_stanza_size: must be at least 10 KiB (RFC 6120 §13.12)".into(),
+            );
+        }
+        if l.max_connections == 0 {
+            out.push("xmpp.limits.max_connections: must be at least 1".into());
+        }
+        if l.connection_burst_per_ip == 0 {
+            out.push("xmpp.limits.connection_burst_per_ip: must be at least 1".into());
+        }
+        if l.handshake_timeout < Duration::from_secs(1) {
+            out.push("xmpp.limits.handshake_timeout: must be at least 1s".into());
+        }
+        if l.idle_timeout < Duration::from_secs(10) {
+            out.push("xmpp.limits.idle_timeout: must be at least 10s".into());
+        }
+        if l.auth_attempts_per_connection == 0 {
+            out.push("xmpp.limits.auth_attempts_per_connection: must be at least 1".into());
+        }
+        if l.session_queue < 16 {
+            out.push("xmpp.limits.session_queue: must be at least 16".into());
+        }
+        out
+    }
+}
+
+/// A size in bytes written the human way: `"256 KiB"`, `"50 MiB"`, `"1000"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size such as \"256 KiB\""))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1000,
+            "kib" => 1024,
+            "m" | "mb" => 1000 * 1000,
+            "mib" => 1024 * 1024,
+            "g" | "gb" => 1000 * 1000 * 1000,
+            "gib" => 1024 * 1024 * 1024,
+            other => return Err(format!("unknown size unit `{other}` in `{s}`")),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Durations are written as humantime strings: `"30s"`, `"5m"`, `"2h"`.
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!("`{s}` is not a duration such as \"30s\": {e}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!("256 KiB".parse::<ByteSize>(), Ok(ByteSize(262_144)));
+        assert_eq!("50MiB".parse::<ByteSize>(), Ok(ByteSize(52_428_800)));
+        assert_eq!("1000".parse::<ByteSize>(), Ok(ByteSize(1000)));
+        assert!("12 parsecs".parse::<ByteSize>().is_err());
+        assert!("KiB".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn defaults_have_no_problems_and_bad_values_are_all_reported() {
+        assert!(XmppConfig::default().problems().is_empty());
+        let mut c = XmppConfig::default();
+        c.limits.max_stanza_size = ByteSize(10);
+        c.limits.max_connections = 0;
+        c.starttls.clear();
+        c.direct_tls.clear();
+        assert_eq!(c.problems().len(), 3);
+    }
+}

@@ -1,0 +1,97 @@
+//! XEP-0030: Service Discovery. Features come only from what modules registered.
+
+use xmpp_parsers::disco::{
+    DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity,
+};
+use xmpp_parsers::jid::BareJid;
+use xmpp_parsers::ns;
+
+use crate::router::{Ctx, IqKind, IqRequest, IqResult, RouterBuilder, Scope};
+use crate::stanza::StanzaFault;
+
+pub fn register(r: &mut RouterBuilder) {
+    for scope in [Scope::Server, Scope::Account] {
+        r.disco_feature(scope, ns::DISCO_INFO);
+        r.disco_feature(scope, ns::DISCO_ITEMS);
+    }
+    r.iq(
+        Scope::Server,
+        IqKind::Get,
+        ns::DISCO_INFO,
+        "query",
+        server_info,
+    );
+    r.iq(
+        Scope::Account,
+        IqKind::Get,
+        ns::DISCO_INFO,
+        "query",
+        account_info,
+    );
+    r.iq(Scope::Server, IqKind::Get, ns::DISCO_ITEMS, "query", items);
+    r.iq(
+        Scope::Account,
+        IqKind::Get,
+        ns::DISCO_ITEMS,
+        "query",
+        account_items,
+    );
+}
+
+async fn server_info(ctx: Ctx, req: IqRequest<DiscoInfoQuery>) -> IqResult {
+    if req.payload.node.is_some() {
+        return Err(StanzaFault::item_not_found());
+    }
+    let identity = Identity::new("server", "im", "en", "Postern");
+    Ok(Some(info(&ctx, Scope::Server, identity).into()))
+}
+
+async fn account_info(ctx: Ctx, req: IqRequest<DiscoInfoQuery>) -> IqResult {
+    if req.payload.node.is_some() {
+        return Err(StanzaFault::item_not_found());
+    }
+    exists(&ctx, &req.to.to_bare()).await?;
+    let identity = Identity::new_anonymous::<_, _, String, String>("account", "registered");
+    Ok(Some(info(&ctx, Scope::Account, identity).into()))
+}
+
+async fn items(_: Ctx, req: IqRequest<DiscoItemsQuery>) -> IqResult {
+    if req.payload.node.is_some() {
+        return Err(StanzaFault::item_not_found());
+    }
+    Ok(Some(
+        DiscoItemsResult {
+            node: None,
+            items: vec![],
+            rsm: None,
+        }
+        .into(),
+    ))
+}
+
+async fn account_items(ctx: Ctx, req: IqRequest<DiscoItemsQuery>) -> IqResult {
+    exists(&ctx, &req.to.to_bare()).await?;
+    items(ctx, req).await
+}
+
+async fn exists(ctx: &Ctx, bare: &BareJid) -> Result<(), StanzaFault> {
+    if ctx.server.account_exists(bare).await {
+        Ok(())
+    } else {
+        Err(StanzaFault::service_unavailable())
+    }
+}
+
+fn info(ctx: &Ctx, scope: Scope, identity: Identity) -> DiscoInfoResult {
+    DiscoInfoResult {
+        node: None,
+        identities: vec![identity],
+        features: ctx
+            .server
+            .router
+            .features(scope)
+            .map(str::to_owned)
+            .collect(),
+        extensions: vec![],
+    }
+}

@@ -1,0 +1,103 @@
+//! RFC 6121 §8.5: message delivery, the last message hook. Messages to an account go to its
+//! available resources of highest non-negative priority, else to offline storage.
+
+use xmpp_parsers::jid::BareJid;
+use xmpp_parsers::message::{Message, MessageType};
+
+use crate::router::{Ctx, Dest, RouterBuilder, bounce};
+use crate::stanza::{Stanza, StanzaFault};
+
+/// Delivery runs after every other message hook.
+pub const PRIORITY: i32 = 1000;
+
+pub fn register(r: &mut RouterBuilder) {
+    r.message_hook(PRIORITY, deliver);
+}
+
+async fn deliver(ctx: Ctx, dest: Dest, m: Message) -> Option<Message> {
+    match dest {
+        Dest::Unaddressed => to_bare(&ctx, ctx.from.to_bare(), m).await,
+        Dest::Account(bare) => to_bare(&ctx, bare, m).await,
+        Dest::Full(full) => {
+            if let Some(s) = ctx.server.sessions.get(&full) {
+                s.send(m.into());
+                return None;
+            }
+            match m.type_ {
+                // §8.5.3.2.1: as if sent to the bare JID.
+                MessageType::Chat | MessageType::Normal | MessageType::Headline => {
+                    to_bare(&ctx, full.to_bare(), m).await
+                }
+                MessageType::Groupchat => bounce(
+                    &ctx,
+                    &Stanza::Message(m),
+                    &StanzaFault::service_unavailable(),
+                ),
+                MessageType::Error => {}
+            }
+        }
+        Dest::Remote(_) => bounce(
+            &ctx,
+            &Stanza::Message(m),
+            &StanzaFault::remote_server_not_found(),
+        ),
+        // Nothing at the server itself takes messages.
+        Dest::Server(_) => bounce(
+            &ctx,
+            &Stanza::Message(m),
+            &StanzaFault::service_unavailable(),
+        ),
+    }
+    None
+}
+
+async fn to_bare(ctx: &Ctx, to: BareJid, m: Message) {
+    let server = &ctx.server;
+    if m.type_ == MessageType::Error {
+        return; // §8.5.2.1.1: errors to a bare JID are dropped
+    }
+    if !server.account_exists(&to).await {
+        bounce(
+            ctx,
+            &Stanza::Message(m),
+            &StanzaFault::service_unavailable(),
+        );
+        return;
+    }
+    let mut candidates: Vec<_> = server
+        .available(&to)
+        .into_iter()
+        .map(|s| {
+            let p = s.state().priority;
+            (p, s)
+        })
+        .filter(|(p, _)| *p >= 0)
+        .collect();
+    match m.type_ {
+        MessageType::Groupchat => bounce(
+            ctx,
+            &Stanza::Message(m),
+            &StanzaFault::service_unavailable(),
+        ),
+        MessageType::Headline => {
+            for (_, s) in candidates {
+                s.send(m.clone().into());
+            }
+        }
+        _ => {
+            let top = candidates.iter().map(|(p, _)| *p).max();
+            candidates.retain(|(p, _)| Some(*p) == top);
+            let mut delivered = false;
+            for (_, s) in candidates {
+                delivered |= s.send(m.clone().into());
+            }
+            if !delivered && !server.router.store_offline(server, &to, m.clone()).await {
+                bounce(
+                    ctx,
+                    &Stanza::Message(m),
+                    &StanzaFault::service_unavailable(),
+                );
+            }
+        }
+    }
+}

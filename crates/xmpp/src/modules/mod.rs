@@ -1,0 +1,27 @@
+//! Every feature beyond the core lives in one file here and registers what it handles.
+//! Adding a XEP is adding a file and a line in [`register_all`].
+
+pub mod disco;
+pub mod legacy_session;
+pub mod message;
+pub mod offline;
+pub mod ping;
+pub mod presence;
+pub mod roster;
+pub mod time;
+pub mod version;
+
+use crate::router::RouterBuilder;
+
+/// Registers every module; the order of hooks is fixed by their priorities, not by this list.
+pub fn register_all(r: &mut RouterBuilder) {
+    disco::register(r);
+    ping::register(r);
+    version::register(r);
+    time::register(r);
+    legacy_session::register(r);
+    roster::register(r);
+    presence::register(r);
+    message::register(r);
+    offline::register(r);
+}

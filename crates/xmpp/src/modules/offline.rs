@@ -1,0 +1,92 @@
+//! XEP-0160 offline messages: `chat`/`normal` messages for an account with no available
+//! resource are stored and delivered, with XEP-0203 delay stamps, at its next initial
+//! presence (non-negative priority).
+
+use chrono::{DateTime, Utc};
+use minidom::Element;
+use xmpp_parsers::jid::BareJid;
+use xmpp_parsers::message::Message;
+use xmpp_parsers::ns;
+
+use crate::router::{RouterBuilder, Scope, SessionEvent};
+use crate::server::Server;
+
+pub fn register(r: &mut RouterBuilder) {
+    r.offline_handler(store);
+    r.on_event(|server, event| async move {
+        if let SessionEvent::InitialPresence(session) = event
+            && session.state().priority >= 0
+        {
+            flush(&server, &session).await;
+        }
+    });
+    r.disco_feature(Scope::Server, "msgoffline");
+}
+
+/// Chat-state-only messages carry nothing worth keeping (XEP-0160 §3); they count as handled.
+fn worth_keeping(m: &Message) -> bool {
+    !m.bodies.is_empty()
+        || !m.subjects.is_empty()
+        || m.payloads
+            .iter()
+            .any(|p| p.ns() != "http://jabber.org/protocol/chatstates")
+}
+
+async fn store(server: Server, to: BareJid, m: Message) -> bool {
+    if !worth_keeping(&m) {
+        return true;
+    }
+    let xml = String::from(&Element::from(m));
+    let now = Utc::now().timestamp_millis();
+    let max = server.config.limits.offline_max_messages;
+    match server.store.offline_push(to.as_str(), now, &xml, max).await {
+        Ok(stored) => {
+            if !stored {
+                tracing::info!(%to, "offline store full; message refused");
+            }
+            stored
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "offline store failed");
+            false
+        }
+    }
+}
+
+async fn flush(server: &Server, session: &crate::sessions::Session) {
+    let owner = session.jid.to_bare();
+    let messages = match server.store.offline_fetch(owner.as_str()).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "offline fetch failed");
+            return;
+        }
+    };
+    let mut sent = Vec::new();
+    for m in messages {
+        let Ok(mut el) = m.xml.parse::<Element>() else {
+            sent.push(m.id); // unreadable rows would block the queue forever
+            continue;
+        };
+        let stamp = DateTime::<Utc>::from_timestamp_millis(m.stamp_ms).unwrap_or_else(Utc::now);
+        let delay = Element::builder("delay", ns::DELAY)
+            .attr(
+                minidom::rxml::xml_ncname!("from").to_owned(),
+                owner.domain().as_str(),
+            )
+            .attr(
+                minidom::rxml::xml_ncname!("stamp").to_owned(),
+                stamp.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            )
+            .append("Offline Storage")
+            .build();
+        el.append_child(delay);
+        if !session.send(el) {
+            break; // the rest stays stored for the next login
+        }
+        sent.push(m.id);
+    }
+    if let Err(e) = server.store.offline_delete(owner.as_str(), &sent).await {
+        tracing::error!(error = %e, "offline delete failed");
+    }
+}

@@ -1,0 +1,436 @@
+//! RFC 6121 §3–4: presence broadcast, probes (answered locally from session state),
+//! directed presence, and the subscription state machine with roster pushes.
+
+use std::sync::Arc;
+
+use minidom::Element;
+use postern_store::roster::{RosterItem, Subscription};
+use xmpp_parsers::jid::{BareJid, Jid};
+use xmpp_parsers::presence::{Presence, Type};
+
+use crate::router::{Ctx, Dest, RouterBuilder, SessionEvent};
+use crate::server::Server;
+use crate::sessions::Session;
+
+pub fn register(r: &mut RouterBuilder) {
+    r.presence_hook(0, handle);
+    r.on_event(|server, event| async move {
+        if let SessionEvent::Closed(session) = event
+            && session.is_available()
+        {
+            let p = Presence::unavailable().with_from(Jid::from(session.jid.clone()));
+            broadcast(&server, &session, p).await;
+        }
+    });
+}
+
+async fn handle(ctx: Ctx, dest: Dest, p: Presence) -> Option<Presence> {
+    let server = &ctx.server;
+    let user = ctx.from.to_bare();
+    match p.type_ {
+        Type::None | Type::Unavailable => match dest {
+            Dest::Unaddressed => {
+                if let Some(session) = server.sessions.get(&ctx.from) {
+                    broadcast(server, &session, p).await;
+                }
+            }
+            Dest::Account(_) | Dest::Full(_) => directed(&ctx, &dest, p),
+            Dest::Server(_) | Dest::Remote(_) => {}
+        },
+        Type::Subscribe | Type::Subscribed | Type::Unsubscribe | Type::Unsubscribed => {
+            let contact = match dest {
+                Dest::Account(b) => b,
+                Dest::Full(f) => f.to_bare(),
+                _ => return None,
+            };
+            if contact == user {
+                return None;
+            }
+            match p.type_ {
+                Type::Subscribe => subscribe(server, &user, &contact, p).await,
+                Type::Subscribed => subscribed(server, &user, &contact).await,
+                Type::Unsubscribe => unsubscribe(server, &user, &contact).await,
+                _ => unsubscribed(server, &user, &contact).await,
+            }
+        }
+        Type::Error => {
+            if let Dest::Full(to) = &dest {
+                server.send_to_full(to, p.into());
+            }
+        }
+        // Probes are the server's business (§4.3); clients' probes are ignored.
+        Type::Probe => {}
+    }
+    None
+}
+
+/// §4.2/§4.4/§4.5: presence without `to`, to the subscribers and the user's own resources.
+async fn broadcast(server: &Server, session: &Arc<Session>, p: Presence) {
+    let user = session.jid.to_bare();
+    let available = p.type_ == Type::None;
+    let (initial, directed) = {
+        let mut st = session.state();
+        let initial = available && !st.available;
+        st.available = available;
+        st.priority = p.priority.0;
+        st.presence = available.then(|| p.clone());
+        let directed = if available {
+            Default::default()
+        } else {
+            std::mem::take(&mut st.directed)
+        };
+        (initial, directed)
+    };
+    let roster = match server.store.roster_get(user.as_str()).await {
+        Ok((_, items)) => items,
+        Err(e) => {
+            tracing::error!(error = %e, "roster read failed; presence goes to own resources only");
+            vec![]
+        }
+    };
+    let mut told: Vec<BareJid> = Vec::new();
+    for item in &roster {
+        if matches!(item.subscription, Subscription::From | Subscription::Both)
+            && let Ok(contact) = item.contact.parse::<BareJid>()
+        {
+            deliver(
+                server,
+                &contact,
+                p.clone().with_to(Jid::from(contact.clone())),
+            );
+            told.push(contact);
+        }
+    }
+    // Including the sending resource itself (§4.2.2).
+    for own in server
+        .available(&user)
+        .iter()
+        .chain((!available).then_some(session))
+    {
+        own.send(p.clone().with_to(Jid::from(own.jid.clone())).into());
+    }
+    for to in directed {
+        if !told.contains(&to.to_bare()) {
+            send_to(server, &to, p.clone().with_to(to.clone()));
+        }
+    }
+    if initial {
+        probe(server, session, &roster);
+        for (_, xml) in server
+            .store
+            .pending_in_list(user.as_str())
+            .await
+            .unwrap_or_default()
+        {
+            if let Ok(el) = xml.parse::<Element>() {
+                session.send(el);
+            }
+        }
+        server
+            .router
+            .fire(server, SessionEvent::InitialPresence(session.clone()))
+            .await;
+    }
+}
+
+/// §4.3: answer the user's probe of each contact it is subscribed to, from local state.
+fn probe(server: &Server, session: &Session, roster: &[RosterItem]) {
+    for item in roster {
+        if !matches!(item.subscription, Subscription::To | Subscription::Both) {
+            continue;
+        }
+        let Ok(contact) = item.contact.parse::<BareJid>() else {
+            continue;
+        };
+        for res in server.available(&contact) {
+            let last = res.state().presence.clone();
+            if let Some(p) = last {
+                let p = p
+                    .with_from(Jid::from(res.jid.clone()))
+                    .with_to(Jid::from(session.jid.clone()));
+                session.send(p.into());
+            }
+        }
+    }
+}
+
+/// §4.6 directed presence: delivered and remembered so unavailable follows it.
+fn directed(ctx: &Ctx, dest: &Dest, p: Presence) {
+    let to: Jid = match dest {
+        Dest::Account(b) => b.clone().into(),
+        Dest::Full(f) => f.clone().into(),
+        _ => return,
+    };
+    if let Some(s) = ctx.server.sessions.get(&ctx.from) {
+        let mut st = s.state();
+        if p.type_ == Type::None {
+            st.directed.insert(to.clone());
+        } else {
+            st.directed.remove(&to);
+        }
+    }
+    send_to(&ctx.server, &to, p);
+}
+
+fn send_to(server: &Server, to: &Jid, p: Presence) {
+    match to.clone().try_into_full() {
+        Ok(full) => {
+            server.send_to_full(&full, p.into());
+        }
+        Err(bare) => deliver(server, &bare, p),
+    }
+}
+
+/// Presence to a bare JID goes to all its available resources (§4.2.2, §3.1.3).
+fn deliver(server: &Server, to: &BareJid, p: Presence) {
+    for s in server.available(to) {
+        s.send(p.clone().into());
+    }
+}
+
+/// Updates `owner`'s item for `contact` when `change` says it changed; creates a blank item
+/// first when `create`.
+async fn modify(
+    server: &Server,
+    owner: &BareJid,
+    contact: &BareJid,
+    create: bool,
+    change: impl FnOnce(&mut RosterItem) -> bool,
+) -> Option<RosterItem> {
+    let existing = server
+        .store
+        .roster_item(owner.as_str(), contact.as_str())
+        .await
+        .ok()?;
+    let mut item = match existing {
+        Some(i) => i,
+        None if create => RosterItem {
+            contact: contact.to_string(),
+            name: None,
+            subscription: Subscription::None,
+            ask: false,
+            groups: vec![],
+        },
+        None => return None,
+    };
+    if change(&mut item)
+        && let Err(e) = super::roster::save(server, owner, &item).await
+    {
+        tracing::error!(error = %e, "roster update failed");
+        return None;
+    }
+    Some(item)
+}
+
+fn from_bare(p: Presence, from: &BareJid, to: &BareJid) -> Presence {
+    p.with_from(Jid::from(from.clone()))
+        .with_to(Jid::from(to.clone()))
+}
+
+/// §3.1: `user` asks for `contact`'s presence.
+async fn subscribe(server: &Server, user: &BareJid, contact: &BareJid, request: Presence) {
+    let local = server.account_exists(contact).await;
+    let mine = modify(server, user, contact, true, |i| {
+        if matches!(i.subscription, Subscription::To | Subscription::Both) || i.ask {
+            return false;
+        }
+        i.ask = true;
+        true
+    })
+    .await;
+    if !local {
+        if server.is_local_domain(contact.domain().as_str()) {
+            // No such account: answer as it would, so the request does not hang.
+            unsubscribed(server, contact, user).await;
+        }
+        return;
+    }
+    let theirs = server
+        .store
+        .roster_item(contact.as_str(), user.as_str())
+        .await
+        .ok()
+        .flatten();
+    let already = theirs
+        .as_ref()
+        .is_some_and(|i| matches!(i.subscription, Subscription::From | Subscription::Both));
+    if already
+        || mine.is_some_and(|i| matches!(i.subscription, Subscription::To | Subscription::Both))
+    {
+        // §3.1.3: the contact already approved; the contact's server answers for it.
+        subscribed(server, contact, user).await;
+        return;
+    }
+    let request = from_bare(request, user, contact);
+    let xml = String::from(&Element::from(request.clone()));
+    if let Err(e) = server
+        .store
+        .pending_in_put(contact.as_str(), user.as_str(), &xml)
+        .await
+    {
+        tracing::error!(error = %e, "could not store the subscription request");
+    }
+    deliver(server, contact, request);
+}
+
+/// §3.1.5: `user` approves `contact`'s request (or the server does on its behalf).
+pub async fn subscribed(server: &Server, user: &BareJid, contact: &BareJid) {
+    let pending = server
+        .store
+        .pending_in_remove(user.as_str(), contact.as_str())
+        .await
+        .unwrap_or(false);
+    let mut changed = false;
+    modify(server, user, contact, pending, |i| {
+        let next = match i.subscription {
+            Subscription::None => Subscription::From,
+            Subscription::To => Subscription::Both,
+            s => s,
+        };
+        changed = next != i.subscription;
+        i.subscription = next;
+        changed
+    })
+    .await;
+    let already_from = server
+        .store
+        .roster_item(user.as_str(), contact.as_str())
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|i| matches!(i.subscription, Subscription::From | Subscription::Both));
+    if !changed && !pending && !already_from {
+        return; // nothing was requested and nothing is granted (no pre-approval)
+    }
+    if !server.account_exists(contact).await {
+        return;
+    }
+    let mut got = false;
+    modify(server, contact, user, false, |i| {
+        let next = match i.subscription {
+            Subscription::None => Subscription::To,
+            Subscription::From => Subscription::Both,
+            s => s,
+        };
+        got = next != i.subscription || i.ask;
+        i.subscription = next;
+        i.ask = false;
+        got
+    })
+    .await;
+    if got {
+        deliver(
+            server,
+            contact,
+            from_bare(Presence::subscribed(), user, contact),
+        );
+        // The new subscriber learns the user's current presence.
+        for res in server.available(user) {
+            let last = res.state().presence.clone();
+            if let Some(p) = last {
+                deliver(
+                    server,
+                    contact,
+                    p.with_from(Jid::from(res.jid.clone()))
+                        .with_to(Jid::from(contact.clone())),
+                );
+            }
+        }
+    }
+}
+
+/// §3.3: `user` no longer wants `contact`'s presence.
+pub async fn unsubscribe(server: &Server, user: &BareJid, contact: &BareJid) {
+    modify(server, user, contact, false, |i| {
+        let next = match i.subscription {
+            Subscription::To => Subscription::None,
+            Subscription::Both => Subscription::From,
+            s => s,
+        };
+        let changed = next != i.subscription || i.ask;
+        i.subscription = next;
+        i.ask = false;
+        changed
+    })
+    .await;
+    if !server.account_exists(contact).await {
+        return;
+    }
+    let _ = server
+        .store
+        .pending_in_remove(contact.as_str(), user.as_str())
+        .await;
+    let mut lost = false;
+    modify(server, contact, user, false, |i| {
+        let next = match i.subscription {
+            Subscription::From => Subscription::None,
+            Subscription::Both => Subscription::To,
+            s => s,
+        };
+        lost = next != i.subscription;
+        i.subscription = next;
+        lost
+    })
+    .await;
+    deliver(
+        server,
+        contact,
+        from_bare(Presence::unsubscribe(), user, contact),
+    );
+    if lost {
+        gone(server, contact, user);
+    }
+}
+
+/// §3.2: `user` cancels (or denies) `contact`'s subscription to the user.
+pub async fn unsubscribed(server: &Server, user: &BareJid, contact: &BareJid) {
+    let _ = server
+        .store
+        .pending_in_remove(user.as_str(), contact.as_str())
+        .await;
+    modify(server, user, contact, false, |i| {
+        let next = match i.subscription {
+            Subscription::From => Subscription::None,
+            Subscription::Both => Subscription::To,
+            s => s,
+        };
+        let changed = next != i.subscription;
+        i.subscription = next;
+        changed
+    })
+    .await;
+    if !server.account_exists(contact).await {
+        return;
+    }
+    let mut lost = false;
+    modify(server, contact, user, false, |i| {
+        let next = match i.subscription {
+            Subscription::To => Subscription::None,
+            Subscription::Both => Subscription::From,
+            s => s,
+        };
+        lost = next != i.subscription || i.ask;
+        i.subscription = next;
+        i.ask = false;
+        lost
+    })
+    .await;
+    if lost {
+        deliver(
+            server,
+            contact,
+            from_bare(Presence::new(Type::Unsubscribed), user, contact),
+        );
+        gone(server, user, contact);
+    }
+}
+
+/// `to` lost its subscription to `whose` presence: it sees `whose` go unavailable.
+fn gone(server: &Server, whose: &BareJid, to: &BareJid) {
+    for res in server.available(whose) {
+        let p = Presence::unavailable()
+            .with_from(Jid::from(res.jid.clone()))
+            .with_to(Jid::from(to.clone()));
+        deliver(server, to, p);
+    }
+}

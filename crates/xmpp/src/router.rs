@@ -1,0 +1,332 @@
+//! The router: knows no XEP by name. It classifies a stanza's destination once and runs what
+//! modules registered for it. An IQ nobody handles gets `service-unavailable`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use minidom::Element;
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::{BareJid, FullJid, Jid};
+use xmpp_parsers::message::Message;
+use xmpp_parsers::presence::Presence;
+
+use crate::server::Server;
+use crate::sessions::Session;
+use crate::stanza::{Stanza, StanzaFault, error_reply};
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Where a stanza is addressed, relative to this server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    /// No `to`: for presence a broadcast, otherwise the sender's own account.
+    Unaddressed,
+    /// A served domain.
+    Server(String),
+    /// The bare JID of an address on a served domain (the sender's own included).
+    Account(BareJid),
+    /// A full JID on a served domain.
+    Full(FullJid),
+    /// Anything on a domain this server does not serve (no federation).
+    Remote(Jid),
+}
+
+/// Who sent the stanza being routed.
+#[derive(Clone)]
+pub struct Ctx {
+    pub server: Server,
+    pub from: FullJid,
+}
+
+/// Which addresses an IQ handler answers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// IQs to a served domain.
+    Server,
+    /// IQs to an account's bare JID (or with no `to`: the sender's own account).
+    Account,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IqKind {
+    Get,
+    Set,
+}
+
+/// A typed IQ request. `to` is always filled in: the server or the target bare JID.
+pub struct IqRequest<P> {
+    pub from: FullJid,
+    pub to: Jid,
+    pub id: String,
+    pub payload: P,
+}
+
+/// A handler's answer: the result payload (or none), or a stanza error.
+pub type IqResult = Result<Option<Element>, StanzaFault>;
+
+/// Events of a session's life that modules may act on.
+#[derive(Clone)]
+pub enum SessionEvent {
+    Bound(Arc<Session>),
+    /// The first available presence of a session (RFC 6121 §4.2).
+    InitialPresence(Arc<Session>),
+    /// The connection is gone; the session is already unbound.
+    Closed(Arc<Session>),
+}
+
+type IqFn = Arc<dyn Fn(Ctx, Jid, String, Element) -> BoxFuture<IqResult> + Send + Sync>;
+type HookFn<T> = Arc<dyn Fn(Ctx, Dest, T) -> BoxFuture<Option<T>> + Send + Sync>;
+type OfflineFn = Arc<dyn Fn(Server, BareJid, Message) -> BoxFuture<bool> + Send + Sync>;
+type EventFn = Arc<dyn Fn(Server, SessionEvent) -> BoxFuture<()> + Send + Sync>;
+
+/// Collects module registrations; frozen into a [`Router`].
+#[derive(Default)]
+pub struct RouterBuilder {
+    iq: HashMap<(Scope, IqKind, String, String), IqFn>,
+    messages: Vec<(i32, HookFn<Message>)>,
+    presences: Vec<(i32, HookFn<Presence>)>,
+    offline: Vec<OfflineFn>,
+    events: Vec<EventFn>,
+    features: HashMap<Scope, BTreeSet<String>>,
+    bound_features: Vec<Element>,
+}
+
+impl RouterBuilder {
+    /// Handles IQs of `kind` whose payload is `<name xmlns=ns>`, decoded as `P`; a payload that
+    /// does not decode gets `bad-request`.
+    pub fn iq<P, F, Fut>(&mut self, scope: Scope, kind: IqKind, ns: &str, name: &str, handler: F)
+    where
+        P: TryFrom<Element> + Send + 'static,
+        P::Error: std::fmt::Display,
+        F: Fn(Ctx, IqRequest<P>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = IqResult> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let f: IqFn = Arc::new(move |ctx: Ctx, to: Jid, id: String, payload: Element| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let payload = P::try_from(payload)
+                    .map_err(|e| StanzaFault::bad_request(format!("invalid payload: {e}")))?;
+                let from = ctx.from.clone();
+                handler(
+                    ctx,
+                    IqRequest {
+                        from,
+                        to,
+                        id,
+                        payload,
+                    },
+                )
+                .await
+            })
+        });
+        self.iq
+            .insert((scope, kind, ns.to_owned(), name.to_owned()), f);
+    }
+
+    /// Message hooks run by ascending `priority`; a hook returns the message to pass it on.
+    pub fn message_hook<F, Fut>(&mut self, priority: i32, hook: F)
+    where
+        F: Fn(Ctx, Dest, Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<Message>> + Send + 'static,
+    {
+        self.messages
+            .push((priority, Arc::new(move |c, d, m| Box::pin(hook(c, d, m)))));
+    }
+
+    /// Presence hooks, like message hooks.
+    pub fn presence_hook<F, Fut>(&mut self, priority: i32, hook: F)
+    where
+        F: Fn(Ctx, Dest, Presence) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<Presence>> + Send + 'static,
+    {
+        self.presences
+            .push((priority, Arc::new(move |c, d, p| Box::pin(hook(c, d, p)))));
+    }
+
+    /// Takes a message no resource could receive; returns true once it is stored.
+    pub fn offline_handler<F, Fut>(&mut self, handler: F)
+    where
+        F: Fn(Server, BareJid, Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.offline
+            .push(Arc::new(move |s, j, m| Box::pin(handler(s, j, m))));
+    }
+
+    pub fn on_event<F, Fut>(&mut self, handler: F)
+    where
+        F: Fn(Server, SessionEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.events
+            .push(Arc::new(move |s, e| Box::pin(handler(s, e))));
+    }
+
+    /// A disco#info feature (XEP-0030) the module really implements.
+    pub fn disco_feature(&mut self, scope: Scope, feature: &str) {
+        self.features
+            .entry(scope)
+            .or_default()
+            .insert(feature.to_owned());
+    }
+
+    /// A stream feature offered after authentication, next to `<bind/>`.
+    pub fn bound_stream_feature(&mut self, feature: Element) {
+        self.bound_features.push(feature);
+    }
+
+    pub fn build(mut self) -> Router {
+        self.messages.sort_by_key(|(p, _)| *p);
+        self.presences.sort_by_key(|(p, _)| *p);
+        Router {
+            iq: self.iq,
+            messages: self.messages.into_iter().map(|(_, h)| h).collect(),
+            presences: self.presences.into_iter().map(|(_, h)| h).collect(),
+            offline: self.offline,
+            events: self.events,
+            features: self.features,
+            bound_features: self.bound_features,
+        }
+    }
+}
+
+/// The frozen dispatch table.
+pub struct Router {
+    iq: HashMap<(Scope, IqKind, String, String), IqFn>,
+    messages: Vec<HookFn<Message>>,
+    presences: Vec<HookFn<Presence>>,
+    offline: Vec<OfflineFn>,
+    events: Vec<EventFn>,
+    features: HashMap<Scope, BTreeSet<String>>,
+    bound_features: Vec<Element>,
+}
+
+impl Router {
+    pub fn features(&self, scope: Scope) -> impl Iterator<Item = &str> {
+        self.features
+            .get(&scope)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+
+    pub fn bound_features(&self) -> &[Element] {
+        &self.bound_features
+    }
+
+    /// Routes a stanza a bound client sent (its `from` already stamped).
+    pub async fn route(&self, ctx: Ctx, stanza: Stanza) {
+        let dest = ctx.server.classify(stanza.to());
+        match stanza {
+            Stanza::Iq(iq) => self.route_iq(ctx, dest, iq).await,
+            Stanza::Message(m) => {
+                let mut current = Some(m);
+                for hook in &self.messages {
+                    let Some(m) = current.take() else { break };
+                    current = hook(ctx.clone(), dest.clone(), m).await;
+                }
+                if let Some(m) = current {
+                    bounce(
+                        &ctx,
+                        &Stanza::Message(m),
+                        &StanzaFault::service_unavailable(),
+                    );
+                }
+            }
+            Stanza::Presence(p) => {
+                let mut current = Some(p);
+                for hook in &self.presences {
+                    let Some(p) = current.take() else { break };
+                    current = hook(ctx.clone(), dest.clone(), p).await;
+                }
+            }
+        }
+    }
+
+    async fn route_iq(&self, ctx: Ctx, dest: Dest, iq: Iq) {
+        let (kind, payload) = match &iq {
+            Iq::Get { payload, .. } => (IqKind::Get, payload),
+            Iq::Set { payload, .. } => (IqKind::Set, payload),
+            Iq::Result { .. } | Iq::Error { .. } => {
+                // Responses only travel to a full JID; anything else answers the server.
+                if let Dest::Full(to) = &dest {
+                    ctx.server.send_to_full(to, iq.into());
+                }
+                return;
+            }
+        };
+        let (scope, to) = match &dest {
+            Dest::Unaddressed => (Scope::Account, Jid::from(ctx.from.to_bare())),
+            Dest::Account(b) => (Scope::Account, Jid::from(b.clone())),
+            Dest::Server(d) => match d.parse::<Jid>() {
+                Ok(j) => (Scope::Server, j),
+                Err(_) => return,
+            },
+            Dest::Full(full) => {
+                if !ctx.server.send_to_full(full, iq.clone().into()) {
+                    bounce(&ctx, &Stanza::Iq(iq), &StanzaFault::service_unavailable());
+                }
+                return;
+            }
+            Dest::Remote(_) => {
+                bounce(
+                    &ctx,
+                    &Stanza::Iq(iq),
+                    &StanzaFault::remote_server_not_found(),
+                );
+                return;
+            }
+        };
+        let key = (scope, kind, payload.ns(), payload.name().to_owned());
+        let id = iq.id().to_owned();
+        let result = match self.iq.get(&key) {
+            Some(handler) => handler(ctx.clone(), to.clone(), id.clone(), payload.clone()).await,
+            None => Err(StanzaFault::service_unavailable()),
+        };
+        let reply = match result {
+            Ok(payload) => Iq::Result {
+                from: Some(to),
+                to: Some(ctx.from.clone().into()),
+                id,
+                payload,
+            },
+            Err(fault) => Iq::Error {
+                from: Some(to),
+                to: Some(ctx.from.clone().into()),
+                id,
+                payload: None,
+                error: fault.to_error(),
+            },
+        };
+        ctx.server.send_to_full(&ctx.from, reply.into());
+    }
+
+    /// Hands a message to the offline store; false when nobody stored it.
+    pub async fn store_offline(&self, server: &Server, to: &BareJid, msg: Message) -> bool {
+        for handler in &self.offline {
+            if handler(server.clone(), to.clone(), msg.clone()).await {
+                return true;
+            }
+        }
+        false
+    }
+
+    pub async fn fire(&self, server: &Server, event: SessionEvent) {
+        for handler in &self.events {
+            handler(server.clone(), event.clone()).await;
+        }
+    }
+}
+
+/// Returns an error for `stanza` to its sender, unless it is an error itself.
+pub fn bounce(ctx: &Ctx, stanza: &Stanza, fault: &StanzaFault) {
+    if crate::stanza::is_error(stanza) {
+        return;
+    }
+    let original = stanza.clone().into_element();
+    let reply = error_reply(&original, fault, None);
+    ctx.server.send_to_full(&ctx.from, reply);
+}

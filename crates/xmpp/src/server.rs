@@ -1,0 +1,146 @@
+//! The one handle every task holds: config, store, accounts, sessions, router, TLS.
+
+use std::sync::Arc;
+
+use minidom::Element;
+use postern_accounts::Accounts;
+use postern_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use xmpp_parsers::jid::{BareJid, FullJid, Jid};
+
+use crate::config::XmppConfig;
+use crate::limits::{AuthThrottle, ConnectionRate};
+use crate::router::{Dest, Router, RouterBuilder};
+use crate::sessions::{Session, Sessions};
+use crate::tls::{DomainIdentity, Tls, TlsError};
+
+/// Cheap to clone; shared by every connection task and module handler.
+#[derive(Clone)]
+pub struct Server(Arc<Inner>);
+
+pub struct Inner {
+    pub config: XmppConfig,
+    /// Served domains, lowercase; the first is the default.
+    pub domains: Vec<String>,
+    pub store: Store,
+    pub accounts: Accounts,
+    pub sessions: Sessions,
+    pub router: Router,
+    pub tls: Tls,
+    pub connection_rate: ConnectionRate,
+    pub auth_throttle: AuthThrottle,
+    pub connections: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Server {
+    /// Builds the server with every module in [`crate::modules`] registered.
+    pub fn new(
+        config: XmppConfig,
+        domains: Vec<String>,
+        store: Store,
+        accounts: Accounts,
+        identities: Vec<DomainIdentity>,
+    ) -> Result<Self, TlsError> {
+        let mut builder = RouterBuilder::default();
+        crate::modules::register_all(&mut builder);
+        let tls = Tls::new(identities)?;
+        Ok(Server(Arc::new(Inner {
+            connection_rate: ConnectionRate::new(&config.limits),
+            auth_throttle: AuthThrottle::new(&config.limits),
+            connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+            domains: domains
+                .into_iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+            config,
+            store,
+            accounts,
+            sessions: Sessions::default(),
+            router: builder.build(),
+            tls,
+        })))
+    }
+
+    /// Accepts on the given (already bound) listeners until `shutdown` turns true.
+    pub async fn serve(
+        self,
+        starttls: Vec<TcpListener>,
+        direct_tls: Vec<TcpListener>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for l in starttls {
+            tasks.spawn(crate::listener::accept_loop(
+                self.clone(),
+                l,
+                false,
+                shutdown.clone(),
+            ));
+        }
+        for l in direct_tls {
+            tasks.spawn(crate::listener::accept_loop(
+                self.clone(),
+                l,
+                true,
+                shutdown.clone(),
+            ));
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    /// The destination class of an address (see [`Dest`]).
+    pub fn classify(&self, to: Option<&Jid>) -> Dest {
+        let Some(to) = to else {
+            return Dest::Unaddressed;
+        };
+        if !self.is_local_domain(to.domain().as_str()) {
+            return Dest::Remote(to.clone());
+        }
+        match (to.node(), to.clone().try_into_full()) {
+            (None, _) => Dest::Server(to.domain().to_string()),
+            (Some(_), Ok(full)) => Dest::Full(full),
+            (Some(_), Err(bare)) => Dest::Account(bare),
+        }
+    }
+
+    /// Queues `el` for one bound resource; false when there is none (or it is stuck).
+    pub fn send_to_full(&self, to: &FullJid, el: Element) -> bool {
+        self.sessions.get(to).is_some_and(|s| s.send(el))
+    }
+
+    /// Available resources of an account, for delivery and presence.
+    pub fn available(&self, bare: &BareJid) -> Vec<Arc<Session>> {
+        let mut all = self.sessions.resources(bare);
+        all.retain(|s| s.is_available());
+        all
+    }
+
+    /// Whether `bare` is an active account here (online sessions prove it without a query).
+    pub async fn account_exists(&self, bare: &BareJid) -> bool {
+        if !self.is_local_domain(bare.domain().as_str()) || bare.node().is_none() {
+            return false;
+        }
+        if self.sessions.has_resources(bare) {
+            return true;
+        }
+        match self.accounts.is_active(bare.as_str()).await {
+            Ok(active) => active,
+            Err(e) => {
+                tracing::error!(error = %e, "account lookup failed");
+                false
+            }
+        }
+    }
+}

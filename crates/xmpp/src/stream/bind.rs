@@ -1,0 +1,109 @@
+//! Resource binding (RFC 6120 §7). A resource already bound is taken over: the old session
+//! is closed with `<conflict/>` (§7.7.2.2, the policy of Prosody and ejabberd).
+
+use std::sync::Arc;
+
+use futures::SinkExt;
+use minidom::Element;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use xmpp_parsers::bind::{BindQuery, BindResponse};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::{BareJid, FullJid};
+use xmpp_parsers::ns;
+use xmpp_parsers::stream_error::DefinedCondition;
+
+use super::sasl::Authenticated;
+use super::{Read, Xml, close, read, stream_error};
+use crate::router::SessionEvent;
+use crate::server::Server;
+use crate::sessions::{Outbound, Session};
+use crate::stanza::{Inbound, Stanza, StanzaFault, error_reply};
+
+/// A bound session: its stream, its registry entry and its queue.
+pub struct Bound {
+    pub(super) xml: Xml,
+    pub(super) session: Arc<Session>,
+    pub(super) rx: mpsc::Receiver<Outbound>,
+}
+
+impl Authenticated {
+    pub(super) async fn bind(mut self, server: &Server, deadline: Instant) -> Option<Bound> {
+        loop {
+            let el = match read(&mut self.xml, Some(deadline)).await {
+                Read::Element(el) => el,
+                Read::SoftTimeout => continue,
+                Read::Closed => return close(self.xml, None).await,
+                Read::Fault(e) => return close(self.xml, Some(e)).await,
+            };
+            let (id, payload) = match Inbound::decode(el) {
+                Inbound::Stanza(Stanza::Iq(Iq::Set { id, payload, .. }))
+                    if payload.is("bind", ns::BIND) =>
+                {
+                    (id, payload)
+                }
+                _ => {
+                    let e = stream_error(DefinedCondition::NotAuthorized, "Bind a resource first");
+                    return close(self.xml, Some(e)).await;
+                }
+            };
+            let requested = BindQuery::try_from(payload.clone())
+                .ok()
+                .and_then(|q| q.resource)
+                .filter(|r| !r.trim().is_empty());
+            let resource = requested.unwrap_or_else(generated_resource);
+            let Some(full) = full_jid(&self.jid, &resource) else {
+                let original = Element::from(Iq::Set {
+                    from: None,
+                    to: None,
+                    id,
+                    payload,
+                });
+                let reply = error_reply(
+                    &original,
+                    &StanzaFault::bad_request("Invalid resource"),
+                    None,
+                );
+                self.xml.send(&reply).await.ok()?;
+                continue;
+            };
+            let (session, rx) = server
+                .sessions
+                .create(full.clone(), server.config.limits.session_queue);
+            if let Some(old) = server.sessions.bind(session.clone()) {
+                tracing::info!(jid = %full, "resource taken over; closing the old session");
+                old.push(Outbound::Replaced);
+            }
+            let result = Iq::Result {
+                from: None,
+                to: None,
+                id,
+                payload: Some(BindResponse { jid: full.clone() }.into()),
+            };
+            if self.xml.send(&Element::from(result)).await.is_err() {
+                server.sessions.unbind(&session);
+                return None;
+            }
+            tracing::info!(jid = %full, "bound");
+            server
+                .router
+                .fire(server, SessionEvent::Bound(session.clone()))
+                .await;
+            return Some(Bound {
+                xml: self.xml,
+                session,
+                rx,
+            });
+        }
+    }
+}
+
+fn full_jid(bare: &BareJid, resource: &str) -> Option<FullJid> {
+    format!("{bare}/{resource}").parse().ok()
+}
+
+fn generated_resource() -> String {
+    use rand::RngExt;
+    let n: u64 = rand::rng().random();
+    format!("postern-{n:016x}")
+}

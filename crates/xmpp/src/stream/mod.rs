@@ -1,0 +1,324 @@
+//! One task per connection. Negotiation runs through typestates — [`Plain`] → [`Secured`] →
+//! authenticated → bound — each step returning the next state or a stream error to close
+//! with; only [`session::run`] of a bound session routes stanzas.
+
+pub mod bind;
+pub mod io;
+pub mod sasl;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use minidom::Element;
+use postern_accounts::scram::ChannelBindings;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_xmpp::xmlstream::{
+    AcceptedStream, ReadError, StreamHeader, Timeouts, XmlStream, accept_stream,
+};
+use xmpp_parsers::ns;
+use xmpp_parsers::stream_error::{DefinedCondition, StreamError};
+use xmpp_parsers::stream_features::StreamFeatures;
+
+use self::io::{Io, Transport};
+use crate::server::Server;
+use crate::stanza::Inbound;
+
+/// An XML stream whose top-level elements arrive as minidom elements, decoded by
+/// [`Inbound::decode`] (a catch-all, so an unknown element never kills the reader).
+pub type Xml = XmlStream<Io, Element>;
+
+/// Serves one client connection from accept to close.
+pub async fn handle(
+    server: Server,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+    shutdown: watch::Receiver<bool>,
+) {
+    let deadline = Instant::now() + server.config.limits.handshake_timeout;
+    let secured = if direct_tls {
+        match Secured::accept_tls(&server, tcp, deadline).await {
+            Some(s) => s,
+            None => return,
+        }
+    } else {
+        let Some(plain) = Plain::open(&server, tcp, deadline).await else {
+            return;
+        };
+        match plain.starttls(&server, deadline).await {
+            Some(s) => s,
+            None => return,
+        }
+    };
+    let Some(authed) = secured.authenticate(&server, peer, deadline).await else {
+        return;
+    };
+    let Some(bound) = authed.bind(&server, deadline).await else {
+        return;
+    };
+    session::run(server, bound, shutdown).await;
+}
+
+/// A stream over plain TCP: the only thing it can do is upgrade to TLS.
+pub struct Plain {
+    xml: Xml,
+}
+
+impl Plain {
+    async fn open(server: &Server, tcp: TcpStream, deadline: Instant) -> Option<Plain> {
+        let io = io::io(
+            Transport::Plain(tcp),
+            server.config.limits.max_stanza_size.0 as usize,
+        );
+        let features = |_: &str| StreamFeatures {
+            starttls: Some(xmpp_parsers::starttls::StartTls { required: true }),
+            ..StreamFeatures::default()
+        };
+        let (xml, _domain) = open(server, io, deadline, features).await?;
+        Some(Plain { xml })
+    }
+
+    /// RFC 6120 §5: TLS is required before anything else.
+    async fn starttls(mut self, server: &Server, deadline: Instant) -> Option<Secured> {
+        loop {
+            let el = match read(&mut self.xml, Some(deadline)).await {
+                Read::Element(el) => el,
+                Read::SoftTimeout => continue,
+                Read::Closed => return close(self.xml, None).await,
+                Read::Fault(e) => return close(self.xml, Some(e)).await,
+            };
+            match Inbound::decode(el) {
+                Inbound::StartTls => break,
+                Inbound::Stanza(_) | Inbound::BadStanza { .. } => {
+                    return close(
+                        self.xml,
+                        Some(stream_error(
+                            DefinedCondition::NotAuthorized,
+                            "Stanzas before authentication",
+                        )),
+                    )
+                    .await;
+                }
+                _ => {
+                    return close(
+                        self.xml,
+                        Some(stream_error(
+                            DefinedCondition::PolicyViolation,
+                            "STARTTLS is required",
+                        )),
+                    )
+                    .await;
+                }
+            }
+        }
+        self.xml.send(&xmpp_parsers::starttls::Proceed).await.ok()?;
+        let io = self.xml.into_inner();
+        if !io.buffer().is_empty() {
+            // Bytes after <starttls/> would be plaintext injected into the TLS session.
+            tracing::warn!("client sent data after <starttls/>; closing");
+            return None;
+        }
+        let Transport::Plain(tcp) = io.into_inner().into_transport() else {
+            return None;
+        };
+        Secured::accept_tls(server, tcp, deadline).await
+    }
+}
+
+/// A TLS connection, not yet authenticated.
+pub struct Secured {
+    transport: Transport,
+    bindings: ChannelBindings,
+}
+
+impl Secured {
+    async fn accept_tls(server: &Server, tcp: TcpStream, deadline: Instant) -> Option<Secured> {
+        let tls = match tokio::time::timeout_at(deadline, server.tls.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let bindings = server.tls.bindings(tls.get_ref().1);
+        Some(Secured {
+            transport: Transport::Tls(Box::new(tls)),
+            bindings,
+        })
+    }
+
+    async fn authenticate(
+        self,
+        server: &Server,
+        peer: SocketAddr,
+        deadline: Instant,
+    ) -> Option<sasl::Authenticated> {
+        let io = io::io(
+            self.transport,
+            server.config.limits.max_stanza_size.0 as usize,
+        );
+        let bindings = self.bindings;
+        let features = |_: &str| sasl::features(&bindings);
+        let (xml, domain) = open(server, io, deadline, features).await?;
+        sasl::negotiate(server, xml, domain, &bindings, peer.ip(), deadline).await
+    }
+}
+
+/// Accepts a stream header on `io` and answers with header and features.
+async fn open(
+    server: &Server,
+    io: Io,
+    deadline: Instant,
+    features: impl Fn(&str) -> StreamFeatures,
+) -> Option<(Xml, String)> {
+    let accepted = match tokio::time::timeout_at(
+        deadline,
+        accept_stream(io, ns::JABBER_CLIENT, timeouts(server)),
+    )
+    .await
+    {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "no valid stream header");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    open_accepted(server, accepted, features).await
+}
+
+/// The second half of [`open`], also used after a stream reset (SASL success).
+async fn open_accepted(
+    server: &Server,
+    mut accepted: AcceptedStream<Io>,
+    features: impl Fn(&str) -> StreamFeatures,
+) -> Option<(Xml, String)> {
+    let header = accepted.take_header();
+    let domain = match header.to.as_deref() {
+        Some(to) => to.to_ascii_lowercase(),
+        None => server.domains.first()?.clone(),
+    };
+    let id = stream_id();
+    let reply = StreamHeader {
+        from: Some(domain.clone().into()),
+        to: None,
+        id: Some(id.into()),
+    };
+    let pending = accepted.send_header(reply).await.ok()?;
+    if !server.is_local_domain(&domain) {
+        let err = stream_error(
+            DefinedCondition::HostUnknown,
+            "This server does not serve that domain",
+        );
+        let _ = pending.send_error(&err).await;
+        return None;
+    }
+    let xml = pending
+        .send_features::<Element>(&features(&domain))
+        .await
+        .ok()?;
+    Some((xml, domain))
+}
+
+fn timeouts(server: &Server) -> Timeouts {
+    let idle = server.config.limits.idle_timeout;
+    Timeouts {
+        read_timeout: idle,
+        response_timeout: (idle / 4).max(Duration::from_secs(10)),
+    }
+}
+
+fn stream_id() -> String {
+    use rand::RngExt;
+    let bytes: [u8; 12] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn stream_error(condition: DefinedCondition, text: &str) -> StreamError {
+    StreamError::new(condition, "en", text)
+}
+
+/// What one read from the client yielded.
+pub(crate) enum Read {
+    Element(Element),
+    /// The client was silent for the idle time.
+    SoftTimeout,
+    /// The client closed the stream or the connection.
+    Closed,
+    /// The stream must end with this error.
+    Fault(StreamError),
+}
+
+/// Reads the next top-level element; cancel-safe (state lives in the stream).
+pub(crate) async fn read(xml: &mut Xml, deadline: Option<Instant>) -> Read {
+    loop {
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, xml.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    return Read::Fault(stream_error(
+                        DefinedCondition::ConnectionTimeout,
+                        "Negotiation took too long",
+                    ));
+                }
+            },
+            None => xml.next().await,
+        };
+        return match next {
+            Some(Ok(el)) => {
+                xml.get_stream().get_ref().reset();
+                Read::Element(el)
+            }
+            None | Some(Err(ReadError::StreamFooterReceived)) => Read::Closed,
+            Some(Err(ReadError::SoftTimeout)) => Read::SoftTimeout,
+            Some(Err(ReadError::ParseError(e))) => {
+                // The element was well-formed XML but not a minidom element; skip it.
+                tracing::debug!(error = %e, "unparsable element skipped");
+                continue;
+            }
+            Some(Err(ReadError::HardError(e))) => {
+                if io::is_too_large(&e) {
+                    let limit = xml.get_stream().get_ref().limit();
+                    Read::Fault(stream_error(
+                        DefinedCondition::PolicyViolation,
+                        &format!("Stanza larger than the limit of {limit} bytes"),
+                    ))
+                } else if e.kind() == std::io::ErrorKind::InvalidData {
+                    Read::Fault(stream_error(
+                        DefinedCondition::NotWellFormed,
+                        &e.to_string(),
+                    ))
+                } else if e.kind() == std::io::ErrorKind::TimedOut {
+                    Read::Fault(stream_error(
+                        DefinedCondition::ConnectionTimeout,
+                        "Idle for too long",
+                    ))
+                } else {
+                    tracing::debug!(error = %e, "connection error");
+                    Read::Closed
+                }
+            }
+        };
+    }
+}
+
+/// Ends the stream: the error (if any), the footer, then the socket. Always `None`, so
+/// negotiation steps can `return close(..)`.
+pub(crate) async fn close<T>(mut xml: Xml, error: Option<StreamError>) -> Option<T> {
+    if let Some(e) = &error {
+        tracing::info!(condition = ?e.condition, "closing stream with error");
+    }
+    let finish = async {
+        if let Some(e) = error {
+            xml.send(&e).await?;
+        }
+        xml.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), finish).await;
+    None
+}

@@ -1,0 +1,362 @@
+//! SASL (RFC 6120 §6): SCRAM-SHA-1/256/512 and their -PLUS variants with channel binding,
+//! and PLAIN (always inside TLS here). Unknown users and wrong passwords get the same answer,
+//! `not-authorized`, after the same work.
+
+use std::net::IpAddr;
+
+use base64::Engine;
+use futures::SinkExt;
+use minidom::Element;
+use postern_accounts::scram::{ChannelBindings, ScramHash, ScramServer};
+use tokio::time::Instant;
+use xmpp_parsers::jid::BareJid;
+use xmpp_parsers::ns;
+use xmpp_parsers::sasl_cb::{SaslChannelBinding, Type as CbType};
+use xmpp_parsers::stream_error::DefinedCondition;
+use xmpp_parsers::stream_features::StreamFeatures;
+
+use super::{Read, Xml, close, open_accepted, read, stream_error};
+use crate::server::Server;
+use crate::stanza::{Inbound, Sasl};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// An authenticated stream, after the SASL stream restart; it can only bind a resource.
+pub struct Authenticated {
+    pub(super) xml: Xml,
+    pub(super) jid: BareJid,
+}
+
+/// Mechanisms in order of preference; -PLUS only when the connection has a binding.
+pub fn mechanisms(bindings: &ChannelBindings) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if has_binding(bindings) {
+        out.extend([
+            "SCRAM-SHA-512-PLUS",
+            "SCRAM-SHA-256-PLUS",
+            "SCRAM-SHA-1-PLUS",
+        ]);
+    }
+    out.extend(["SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]);
+    out
+}
+
+fn has_binding(b: &ChannelBindings) -> bool {
+    b.tls_exporter.is_some() || b.tls_server_end_point.is_some()
+}
+
+/// Stream features of a secured, unauthenticated stream (incl. XEP-0440 binding types).
+pub fn features(bindings: &ChannelBindings) -> StreamFeatures {
+    let mut types = Vec::new();
+    if bindings.tls_exporter.is_some() {
+        types.push(CbType::TlsExporter);
+    }
+    if bindings.tls_server_end_point.is_some() {
+        types.push(CbType::TlsServerEndPoint);
+    }
+    StreamFeatures {
+        sasl_mechanisms: mechanisms(bindings)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        sasl_cb: (!types.is_empty()).then_some(SaslChannelBinding { types }),
+        ..StreamFeatures::default()
+    }
+}
+
+/// Why one authentication attempt failed.
+enum Failure {
+    /// Answer `<failure><condition/></failure>` and let the client try again. `account` is
+    /// the address tried, for throttling.
+    Sasl {
+        condition: &'static str,
+        account: Option<String>,
+    },
+    /// The stream ends (the client broke protocol or went away).
+    Close(Option<xmpp_parsers::stream_error::StreamError>),
+}
+
+fn fail(condition: &'static str) -> Failure {
+    Failure::Sasl {
+        condition,
+        account: None,
+    }
+}
+
+/// Runs SASL until success (then restarts the stream) or the stream ends.
+pub(super) async fn negotiate(
+    server: &Server,
+    mut xml: Xml,
+    domain: String,
+    bindings: &ChannelBindings,
+    ip: IpAddr,
+    deadline: Instant,
+) -> Option<Authenticated> {
+    let mut failures = 0;
+    loop {
+        let el = match read(&mut xml, Some(deadline)).await {
+            Read::Element(el) => el,
+            Read::SoftTimeout => continue,
+            Read::Closed => return close(xml, None).await,
+            Read::Fault(e) => return close(xml, Some(e)).await,
+        };
+        let attempt = match Inbound::decode(el) {
+            Inbound::Sasl(Sasl::Auth { mechanism, data }) => match data {
+                Err(()) => Err(fail("incorrect-encoding")),
+                Ok(data) if mechanism == "PLAIN" => plain(server, &domain, &data).await,
+                Ok(data) => match parse_scram(&mechanism) {
+                    Some((hash, plus)) if !plus || has_binding(bindings) => {
+                        scram(
+                            server, &mut xml, &domain, hash, plus, bindings, &data, deadline,
+                        )
+                        .await
+                    }
+                    _ => Err(fail("invalid-mechanism")),
+                },
+            },
+            Inbound::Sasl(Sasl::Abort) => Err(fail("aborted")),
+            Inbound::Sasl(Sasl::Response(_)) => Err(fail("malformed-request")),
+            Inbound::Stanza(_) | Inbound::BadStanza { .. } => {
+                Err(Failure::Close(Some(stream_error(
+                    DefinedCondition::NotAuthorized,
+                    "Authenticate before sending stanzas",
+                ))))
+            }
+            Inbound::StartTls | Inbound::Other(_) => Err(Failure::Close(Some(stream_error(
+                DefinedCondition::PolicyViolation,
+                "Expected SASL authentication",
+            )))),
+        };
+        match attempt {
+            Ok((jid, additional)) => {
+                server.auth_throttle.success(jid.as_str());
+                tracing::info!(%jid, "authenticated");
+                let success = sasl_element("success", additional.map(|d| B64.encode(d)));
+                let accepted = xml.accept_reset(&success).await.ok()?;
+                let (xml, _) = open_accepted(server, accepted, |_| bound_features(server)).await?;
+                return Some(Authenticated { xml, jid });
+            }
+            Err(Failure::Close(e)) => return close(xml, e).await,
+            Err(Failure::Sasl { condition, account }) => {
+                failures += 1;
+                if condition == "not-authorized" {
+                    let delay = server.auth_throttle.failure(ip, account.as_deref());
+                    tracing::info!(
+                        account = account.as_deref().unwrap_or("-"),
+                        ?delay,
+                        "authentication failed"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                let failure = Element::builder("failure", ns::SASL)
+                    .append(Element::bare(condition, ns::SASL))
+                    .build();
+                xml.send(&failure).await.ok()?;
+                if failures >= server.config.limits.auth_attempts_per_connection {
+                    let e = stream_error(
+                        DefinedCondition::PolicyViolation,
+                        "Too many failed authentication attempts",
+                    );
+                    return close(xml, Some(e)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Features after authentication: `<bind/>` plus what modules add.
+fn bound_features(server: &Server) -> StreamFeatures {
+    StreamFeatures {
+        bind: Some(xmpp_parsers::bind::BindFeature { required: true }),
+        others: server.router.bound_features().to_vec(),
+        ..StreamFeatures::default()
+    }
+}
+
+fn parse_scram(mechanism: &str) -> Option<(ScramHash, bool)> {
+    let (base, plus) = match mechanism.strip_suffix("-PLUS") {
+        Some(b) => (b, true),
+        None => (mechanism, false),
+    };
+    let hash = match base {
+        "SCRAM-SHA-1" => ScramHash::Sha1,
+        "SCRAM-SHA-256" => ScramHash::Sha256,
+        "SCRAM-SHA-512" => ScramHash::Sha512,
+        _ => return None,
+    };
+    Some((hash, plus))
+}
+
+/// The account address for a SASL authentication identity: a full address must be on the
+/// stream's domain; a bare localpart gets the domain appended.
+fn address(username: &str, domain: &str) -> Option<BareJid> {
+    let addr = if username.contains('@') {
+        username.to_owned()
+    } else {
+        format!("{username}@{domain}")
+    };
+    let jid: BareJid = addr.to_lowercase().parse().ok()?;
+    (jid.node().is_some() && jid.domain().as_str() == domain).then_some(jid)
+}
+
+/// An authorization identity is only accepted when it names the authenticated account.
+fn authzid_ok(authzid: Option<&str>, jid: &BareJid) -> bool {
+    authzid.is_none_or(|a| a.is_empty() || a.to_lowercase() == jid.as_str())
+}
+
+type Attempt = Result<(BareJid, Option<Vec<u8>>), Failure>;
+
+async fn plain(server: &Server, domain: &str, data: &[u8]) -> Attempt {
+    let mut parts = data.split(|b| *b == 0);
+    let (Some(authzid), Some(authcid), Some(password), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(fail("malformed-request"));
+    };
+    let (Ok(authzid), Ok(authcid), Ok(password)) = (
+        std::str::from_utf8(authzid),
+        std::str::from_utf8(authcid),
+        std::str::from_utf8(password),
+    ) else {
+        return Err(fail("malformed-request"));
+    };
+    let jid = address(authcid, domain);
+    // Verify even for an impossible address, so the timing says nothing.
+    let candidate = jid
+        .as_ref()
+        .map_or_else(|| format!("invalid@{domain}"), |j| j.to_string());
+    let ok = server
+        .accounts
+        .verify_password(&candidate, password)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "password verification failed");
+            fail("temporary-auth-failure")
+        })?;
+    match jid {
+        Some(jid) if ok && authzid_ok(Some(authzid), &jid) => Ok((jid, None)),
+        Some(jid) if ok => Err(Failure::Sasl {
+            condition: "invalid-authzid",
+            account: Some(jid.to_string()),
+        }),
+        jid => Err(Failure::Sasl {
+            condition: "not-authorized",
+            account: jid.map(|j| j.to_string()),
+        }),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn scram(
+    server: &Server,
+    xml: &mut Xml,
+    domain: &str,
+    hash: ScramHash,
+    plus: bool,
+    bindings: &ChannelBindings,
+    first: &[u8],
+    deadline: Instant,
+) -> Attempt {
+    let mut exchange = ScramServer::new(hash, plus, has_binding(bindings), bindings.clone());
+    let client_first = exchange
+        .client_first(first)
+        .map_err(|e| fail(e.sasl_condition()))?;
+    let jid = address(&client_first.username, domain);
+    let account = jid.as_ref().map(|j| j.to_string());
+    let keys = match &jid {
+        Some(j) => server
+            .accounts
+            .scram_keys(j.as_str(), hash)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "credential lookup failed");
+                fail("temporary-auth-failure")
+            })?,
+        None => None,
+    };
+    let challenge = exchange.server_first(keys);
+    let el = sasl_element("challenge", Some(B64.encode(challenge)));
+    xml.send(&el).await.map_err(|_| Failure::Close(None))?;
+    let response = loop {
+        match read(xml, Some(deadline)).await {
+            Read::Element(el) => break el,
+            Read::SoftTimeout => continue,
+            Read::Closed => return Err(Failure::Close(None)),
+            Read::Fault(e) => return Err(Failure::Close(Some(e))),
+        }
+    };
+    let data = match Inbound::decode(response) {
+        Inbound::Sasl(Sasl::Response(Ok(d))) => d,
+        Inbound::Sasl(Sasl::Response(Err(()))) => return Err(fail("incorrect-encoding")),
+        Inbound::Sasl(Sasl::Abort) => return Err(fail("aborted")),
+        _ => {
+            return Err(Failure::Close(Some(stream_error(
+                DefinedCondition::NotAuthorized,
+                "Expected a SASL response",
+            ))));
+        }
+    };
+    match (exchange.client_final(&data), jid) {
+        (Ok(server_final), Some(jid)) if authzid_ok(client_first.authzid.as_deref(), &jid) => {
+            Ok((jid, Some(server_final)))
+        }
+        (Ok(_), Some(_)) => Err(Failure::Sasl {
+            condition: "invalid-authzid",
+            account,
+        }),
+        (Err(e), _) => Err(Failure::Sasl {
+            condition: e.sasl_condition(),
+            account,
+        }),
+        (Ok(_), None) => Err(Failure::Sasl {
+            condition: "not-authorized",
+            account,
+        }),
+    }
+}
+
+fn sasl_element(name: &str, text: Option<String>) -> Element {
+    let b = Element::builder(name, ns::SASL);
+    match text {
+        Some(t) => b.append(t).build(),
+        None => b.build(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_map_to_addresses_on_the_stream_domain_only() {
+        assert_eq!(
+            address("Alice", "example.com").map(|j| j.to_string()),
+            Some("alice@example.com".into())
+        );
+        assert_eq!(
+            address("alice@example.com", "example.com").map(|j| j.to_string()),
+            Some("alice@example.com".into())
+        );
+        assert!(address("alice@other.org", "example.com").is_none());
+        assert!(address("", "example.com").is_none());
+    }
+
+    #[test]
+    fn plus_mechanisms_are_offered_only_with_a_binding() {
+        let none = ChannelBindings {
+            tls_exporter: None,
+            tls_server_end_point: None,
+        };
+        assert!(!mechanisms(&none).iter().any(|m| m.ends_with("-PLUS")));
+        let some = ChannelBindings {
+            tls_exporter: None,
+            tls_server_end_point: Some(vec![1; 32]),
+        };
+        assert!(mechanisms(&some).contains(&"SCRAM-SHA-256-PLUS"));
+        assert_eq!(
+            parse_scram("SCRAM-SHA-512-PLUS"),
+            Some((ScramHash::Sha512, true))
+        );
+        assert_eq!(parse_scram("SCRAM-MD5"), None);
+    }
+}
