@@ -441,8 +441,33 @@ impl Raw {
 impl Raw {
     /// STARTTLS to `domain` and read the SASL features; returns them.
     pub async fn secured(server: &TestServer, domain: &str) -> anyhow::Result<(Raw, String)> {
-        let mut raw = Raw::connect(server.starttls).await?;
-        raw.starttls(domain, server.tls_config(domain)).await?;
+        Raw::secured_with(server, domain, Mode::StartTls).await
+    }
+
+    /// Like [`Raw::secured`], over STARTTLS or direct TLS.
+    pub async fn secured_with(
+        server: &TestServer,
+        domain: &str,
+        mode: Mode,
+    ) -> anyhow::Result<(Raw, String)> {
+        let mut raw = match mode {
+            Mode::StartTls => {
+                let mut raw = Raw::connect(server.starttls).await?;
+                raw.starttls(domain, server.tls_config(domain)).await?;
+                raw
+            }
+            Mode::DirectTls => {
+                let tcp = TcpStream::connect(server.direct_tls).await?;
+                let name = ServerName::try_from(domain.to_owned())?;
+                let tls = TlsConnector::from(server.tls_config(domain))
+                    .connect(name, tcp)
+                    .await?;
+                Raw {
+                    stream: RawStream::Tls(Box::new(tls)),
+                    buffer: String::new(),
+                }
+            }
+        };
         raw.open(domain).await?;
         let features = raw.read_until("</stream:features>").await?;
         Ok((raw, features))

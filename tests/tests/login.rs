@@ -3,10 +3,43 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure, like the tests
 
+use std::time::{Duration, Instant};
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use postern_tests::scram::{Cb, Client as Scram, Hash};
 use postern_tests::{Mode, Raw, TestServer, has, online};
+use sha2::Digest;
+
+/// Runs one SCRAM exchange on a secured raw stream; returns the final answer element.
+async fn scram_exchange(raw: &mut Raw, scram: &mut Scram) -> anyhow::Result<String> {
+    let first = B64.encode(scram.first());
+    let mechanism = scram.mechanism();
+    raw.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{first}</auth>"
+    ))
+    .await?;
+    let challenge = raw.sasl_answer().await?;
+    if !challenge.contains("<challenge") {
+        return Ok(challenge);
+    }
+    let response = scram.respond(&B64.decode(text_of(&challenge))?)?;
+    raw.send(&format!(
+        "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+        B64.encode(response)
+    ))
+    .await?;
+    raw.sasl_answer().await
+}
+
+/// The text content of a one-element answer such as `<success xmlns='…'>dGV4dA==</success>`.
+fn text_of(element: &str) -> &str {
+    element
+        .split('>')
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .unwrap_or_default()
+}
 
 #[tokio::test]
 async fn alice_logs_in_over_starttls_and_direct_tls_with_scram_plus() {
@@ -74,74 +107,91 @@ async fn wrong_password_and_unknown_user_fail_alike() {
     server.stop().await;
 }
 
-/// Runs one SCRAM exchange on a secured raw stream; returns the final answer element.
-async fn scram_exchange(raw: &mut Raw, scram: &mut Scram) -> anyhow::Result<String> {
-    let first = B64.encode(scram.first());
-    raw.send(&format!(
-        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{}'>{first}</auth>",
-        scram.mechanism()
-    ))
-    .await?;
-    let challenge = raw.sasl_answer().await?;
-    if !challenge.contains("<challenge") {
-        return Ok(challenge);
+#[tokio::test]
+async fn an_unknown_user_takes_as_long_to_refuse_as_a_wrong_password() {
+    // No throttling delays here: only the verification work is compared.
+    let server = TestServer::start_with(|c| c.xmpp.limits.auth_failures_before_delay = 1000)
+        .await
+        .unwrap();
+    server
+        .add_account("alice@localhost", "right")
+        .await
+        .unwrap();
+    // Both run a full argon2id verification; skipping it for unknown users would make
+    // them tens of times faster.
+    let mut known = Duration::ZERO;
+    let mut unknown = Duration::ZERO;
+    for _ in 0..3 {
+        for (user, total) in [
+            ("alice@localhost", &mut known),
+            ("nobody@localhost", &mut unknown),
+        ] {
+            let (mut raw, _) = Raw::secured(&server, "localhost").await.unwrap();
+            let t = Instant::now();
+            assert!(has(
+                &raw.plain(user, "wrong").await.unwrap(),
+                "not-authorized"
+            ));
+            *total += t.elapsed();
+        }
     }
-    let text = challenge
-        .split('>')
-        .nth(1)
-        .and_then(|t| t.split('<').next())
-        .unwrap_or_default();
-    let response = scram.respond(&B64.decode(text)?)?;
-    raw.send(&format!(
-        "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
-        B64.encode(response)
-    ))
-    .await?;
-    raw.sasl_answer().await
+    let ratio = unknown.as_secs_f64() / known.as_secs_f64();
+    assert!(
+        (0.3..3.0).contains(&ratio),
+        "unknown {unknown:?} vs wrong password {known:?}"
+    );
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn every_mechanism_and_channel_binding_type_authenticates() {
-    use sha2::Digest;
     let server = TestServer::start().await.unwrap();
     server
         .add_account("bob@localhost", "s3cret ünïcode")
         .await
         .unwrap();
-    for hash in [Hash::Sha1, Hash::Sha256, Hash::Sha512] {
-        for binding in ["none", "tls-exporter", "tls-server-end-point"] {
-            let (mut raw, features) = Raw::secured(&server, "localhost").await.unwrap();
-            let cb = match binding {
-                "tls-exporter" => Cb::Bound("tls-exporter", raw.tls_exporter().expect("TLS 1.3")),
-                "tls-server-end-point" => {
-                    let cert = raw.peer_certificate().expect("certificate");
-                    Cb::Bound("tls-server-end-point", sha2::Sha256::digest(cert).to_vec())
-                }
-                _ => Cb::None,
-            };
-            let mut scram = Scram::new(hash, "bob", "s3cret ünïcode", cb);
-            assert!(
-                features.contains(&format!(">{}<", scram.mechanism())),
-                "{} not offered: {features}",
-                scram.mechanism()
-            );
-            let answer = scram_exchange(&mut raw, &mut scram).await.unwrap();
-            assert!(
-                answer.contains("<success"),
-                "{} / {binding}: {answer}",
-                scram.mechanism()
-            );
-            let data = answer
-                .split('>')
-                .nth(1)
-                .and_then(|t| t.split('<').next())
-                .unwrap_or_default();
-            assert!(
-                scram.verify(&B64.decode(data).unwrap()),
-                "server signature wrong for {}",
-                scram.mechanism()
-            );
+    for mode in [Mode::StartTls, Mode::DirectTls] {
+        for hash in [Hash::Sha1, Hash::Sha256, Hash::Sha512] {
+            for binding in ["none", "tls-exporter", "tls-server-end-point"] {
+                let (mut raw, features) =
+                    Raw::secured_with(&server, "localhost", mode).await.unwrap();
+                let cb = match binding {
+                    "tls-exporter" => {
+                        Cb::Bound("tls-exporter", raw.tls_exporter().expect("TLS 1.3"))
+                    }
+                    "tls-server-end-point" => {
+                        let cert = raw.peer_certificate().expect("certificate");
+                        Cb::Bound("tls-server-end-point", sha2::Sha256::digest(cert).to_vec())
+                    }
+                    _ => Cb::None,
+                };
+                let mut scram = Scram::new(hash, "bob", "s3cret ünïcode", cb);
+                let mechanism = scram.mechanism();
+                assert!(
+                    features.contains(&format!(">{mechanism}<")),
+                    "{mechanism} not offered: {features}"
+                );
+                let answer = scram_exchange(&mut raw, &mut scram).await.unwrap();
+                assert!(
+                    answer.contains("<success"),
+                    "{mode:?} {mechanism} / {binding}: {answer}"
+                );
+                let server_final = B64.decode(text_of(&answer)).unwrap();
+                assert!(
+                    scram.verify(&server_final),
+                    "server signature wrong for {mechanism}"
+                );
+            }
         }
+        // PLAIN inside TLS.
+        let (mut raw, features) = Raw::secured_with(&server, "localhost", mode).await.unwrap();
+        assert!(features.contains(">PLAIN<"));
+        assert!(
+            raw.plain("bob@localhost", "s3cret ünïcode")
+                .await
+                .unwrap()
+                .contains("<success")
+        );
     }
     // Wrong binding data is refused.
     let (mut raw, _) = Raw::secured(&server, "localhost").await.unwrap();
@@ -156,20 +206,11 @@ async fn every_mechanism_and_channel_binding_type_authenticates() {
         answer.contains("<failure"),
         "forged channel binding accepted: {answer}"
     );
-    // PLAIN over TLS.
-    let (mut raw, features) = Raw::secured(&server, "localhost").await.unwrap();
-    assert!(features.contains(">PLAIN<"));
-    assert!(
-        raw.plain("bob@localhost", "s3cret ünïcode")
-            .await
-            .unwrap()
-            .contains("<success")
-    );
     server.stop().await;
 }
 
 #[tokio::test]
-async fn unknown_mechanism_and_bad_base64_get_their_conditions() {
+async fn sasl_failures_carry_their_rfc_6120_conditions() {
     let server = TestServer::start().await.unwrap();
     let (mut raw, _) = Raw::secured(&server, "localhost").await.unwrap();
     raw.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X-OAUTH2'>=</auth>")
@@ -180,6 +221,29 @@ async fn unknown_mechanism_and_bad_base64_get_their_conditions() {
         .await
         .unwrap();
     assert!(has(&raw.sasl_answer().await.unwrap(), "incorrect-encoding"));
+
+    // A fresh connection: attempts per connection are capped.
+    let (mut raw, _) = Raw::secured(&server, "localhost").await.unwrap();
+    let data = B64.encode("no-separators");
+    raw.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{data}</auth>"
+    ))
+    .await
+    .unwrap();
+    assert!(has(&raw.sasl_answer().await.unwrap(), "malformed-request"));
+    // The client gives up in the middle of SCRAM.
+    let mut scram = Scram::new(Hash::Sha256, "alice", "x", Cb::None);
+    let first = B64.encode(scram.first());
+    raw.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{first}</auth>"
+    ))
+    .await
+    .unwrap();
+    assert!(raw.sasl_answer().await.unwrap().contains("<challenge"));
+    raw.send("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+        .await
+        .unwrap();
+    assert!(has(&raw.sasl_answer().await.unwrap(), "aborted"));
     server.stop().await;
 }
 
@@ -221,5 +285,39 @@ async fn each_domain_presents_its_own_certificate_and_accounts() {
         &raw.plain("dave", "pw").await.unwrap(),
         "not-authorized"
     ));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connection_count_and_per_ip_rate_are_capped() {
+    let server = TestServer::start_with(|c| {
+        c.xmpp.limits.max_connections = 2;
+        c.xmpp.limits.connection_burst_per_ip = 4;
+        c.xmpp.limits.connections_per_minute_per_ip = 1;
+    })
+    .await
+    .unwrap();
+    let mut first = Raw::connect(server.starttls).await.unwrap();
+    let mut second = Raw::connect(server.starttls).await.unwrap();
+    first.open("localhost").await.unwrap();
+    second.open("localhost").await.unwrap();
+    first.read_until("</stream:features>").await.unwrap();
+    second.read_until("</stream:features>").await.unwrap();
+    // A third concurrent connection is closed at once, without a stream.
+    let mut third = Raw::connect(server.starttls).await.unwrap();
+    let _ = third.open("localhost").await;
+    assert_eq!(third.read_to_close().await.unwrap(), "");
+    drop((first, second));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The fourth connection fits the count again and spends the last token of the burst …
+    let mut fourth = Raw::connect(server.starttls).await.unwrap();
+    fourth.open("localhost").await.unwrap();
+    fourth.read_until("</stream:features>").await.unwrap();
+    drop(fourth);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // … so the fifth is over the per-IP rate.
+    let mut fifth = Raw::connect(server.starttls).await.unwrap();
+    let _ = fifth.open("localhost").await;
+    assert_eq!(fifth.read_to_close().await.unwrap(), "");
     server.stop().await;
 }

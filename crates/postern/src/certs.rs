@@ -54,14 +54,18 @@ pub fn self_signed(data_dir: &Path, domain: &str) -> Result<(PathBuf, PathBuf), 
         path: dir.clone(),
         source,
     })?;
-    let generated = rcgen::generate_simple_self_signed(vec![domain.to_owned()]).map_err(|e| {
-        CertError::Generate {
-            domain: domain.into(),
-            message: e.to_string(),
-        }
-    })?;
-    write_private(&key, generated.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&cert, generated.cert.pem()).map_err(|source| CertError::Io {
+    let fail = |e: rcgen::Error| CertError::Generate {
+        domain: domain.into(),
+        message: e.to_string(),
+    };
+    let mut params = rcgen::CertificateParams::new(vec![domain.to_owned()]).map_err(fail)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, domain);
+    let signing_key = rcgen::KeyPair::generate().map_err(fail)?;
+    let generated = params.self_signed(&signing_key).map_err(fail)?;
+    write_private(&key, signing_key.serialize_pem().as_bytes())?;
+    std::fs::write(&cert, generated.pem()).map_err(|source| CertError::Io {
         path: cert.clone(),
         source,
     })?;

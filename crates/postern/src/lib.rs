@@ -6,6 +6,8 @@ pub mod config;
 
 use std::net::SocketAddr;
 
+use std::os::unix::fs::DirBuilderExt;
+
 use anyhow::Context;
 use postern_accounts::Accounts;
 use postern_store::Store;
@@ -17,7 +19,11 @@ pub use config::Config;
 
 /// Opens the store named by the config (creating the data dir for SQLite).
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&config.data_dir)
+    // The data dir holds credentials and keys: owner-only.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let url = config.database_url();
     Store::connect(&url)

@@ -94,6 +94,16 @@ impl Server {
             ));
         }
         while tasks.join_next().await.is_some() {}
+        // Connections hold a permit each: once all are back, every session has closed with
+        // `system-shutdown`. Stragglers are cut after a grace period.
+        let all = u32::try_from(self.config.limits.max_connections).unwrap_or(u32::MAX);
+        let grace = std::time::Duration::from_secs(5);
+        if tokio::time::timeout(grace, self.connections.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the shutdown grace period");
+        }
     }
 
     pub fn is_local_domain(&self, domain: &str) -> bool {
