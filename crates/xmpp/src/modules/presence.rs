@@ -188,15 +188,49 @@ fn deliver(server: &Server, to: &BareJid, p: Presence) {
     }
 }
 
-/// Updates `owner`'s item for `contact` when `change` says it changed; creates a blank item
-/// first when `create`.
-async fn modify(
+/// One step of the RFC 6121 subscription state machine, on one side's roster item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// The owner asked for the contact's presence (pending out).
+    Ask,
+    GainFrom,
+    GainTo,
+    LoseFrom,
+    LoseTo,
+}
+
+/// The state after `change` (Table 1 of RFC 6121 §3 reduced to what a single server needs).
+fn apply(item: &mut RosterItem, change: Change) -> bool {
+    use Subscription::{Both, From, None, To};
+    let before = (item.subscription, item.ask);
+    item.subscription = match (change, item.subscription) {
+        (Change::GainFrom, None) => From,
+        (Change::GainFrom, To) => Both,
+        (Change::GainTo, None) => To,
+        (Change::GainTo, From) => Both,
+        (Change::LoseFrom, From) => None,
+        (Change::LoseFrom, Both) => To,
+        (Change::LoseTo, To) => None,
+        (Change::LoseTo, Both) => From,
+        (_, s) => s,
+    };
+    match change {
+        Change::Ask => item.ask = !matches!(item.subscription, To | Both),
+        Change::GainTo | Change::LoseTo => item.ask = false,
+        Change::GainFrom | Change::LoseFrom => {}
+    }
+    (item.subscription, item.ask) != before
+}
+
+/// Applies `change` to `owner`'s item for `contact` (created blank first when `create`),
+/// saving and pushing it when it changed. Returns the item and whether it changed.
+async fn update(
     server: &Server,
     owner: &BareJid,
     contact: &BareJid,
     create: bool,
-    change: impl FnOnce(&mut RosterItem) -> bool,
-) -> Option<RosterItem> {
+    change: Change,
+) -> Option<(RosterItem, bool)> {
     let existing = server
         .store
         .roster_item(owner.as_str(), contact.as_str())
@@ -213,13 +247,20 @@ async fn modify(
         },
         None => return None,
     };
-    if change(&mut item)
-        && let Err(e) = super::roster::save(server, owner, &item).await
-    {
+    let changed = apply(&mut item, change);
+    if changed && let Err(e) = super::roster::save(server, owner, &item).await {
         tracing::error!(error = %e, "roster update failed");
         return None;
     }
-    Some(item)
+    Some((item, changed))
+}
+
+fn changed(result: Option<(RosterItem, bool)>) -> bool {
+    result.is_some_and(|(_, c)| c)
+}
+
+fn has_from(item: Option<&RosterItem>) -> bool {
+    item.is_some_and(|i| matches!(i.subscription, Subscription::From | Subscription::Both))
 }
 
 fn from_bare(p: Presence, from: &BareJid, to: &BareJid) -> Presence {
@@ -230,14 +271,7 @@ fn from_bare(p: Presence, from: &BareJid, to: &BareJid) -> Presence {
 /// §3.1: `user` asks for `contact`'s presence.
 async fn subscribe(server: &Server, user: &BareJid, contact: &BareJid, request: Presence) {
     let local = server.account_exists(contact).await;
-    let mine = modify(server, user, contact, true, |i| {
-        if matches!(i.subscription, Subscription::To | Subscription::Both) || i.ask {
-            return false;
-        }
-        i.ask = true;
-        true
-    })
-    .await;
+    let mine = update(server, user, contact, true, Change::Ask).await;
     if !local {
         if server.is_local_domain(contact.domain().as_str()) {
             // No such account: answer as it would, so the request does not hang.
@@ -251,12 +285,9 @@ async fn subscribe(server: &Server, user: &BareJid, contact: &BareJid, request: 
         .await
         .ok()
         .flatten();
-    let already = theirs
-        .as_ref()
-        .is_some_and(|i| matches!(i.subscription, Subscription::From | Subscription::Both));
-    if already
-        || mine.is_some_and(|i| matches!(i.subscription, Subscription::To | Subscription::Both))
-    {
+    let subscribed_already =
+        mine.is_some_and(|(i, _)| matches!(i.subscription, Subscription::To | Subscription::Both));
+    if has_from(theirs.as_ref()) || subscribed_already {
         // §3.1.3: the contact already approved; the contact's server answers for it.
         subscribed(server, contact, user).await;
         return;
@@ -280,45 +311,14 @@ pub async fn subscribed(server: &Server, user: &BareJid, contact: &BareJid) {
         .pending_in_remove(user.as_str(), contact.as_str())
         .await
         .unwrap_or(false);
-    let mut changed = false;
-    modify(server, user, contact, pending, |i| {
-        let next = match i.subscription {
-            Subscription::None => Subscription::From,
-            Subscription::To => Subscription::Both,
-            s => s,
-        };
-        changed = next != i.subscription;
-        i.subscription = next;
-        changed
-    })
-    .await;
-    let already_from = server
-        .store
-        .roster_item(user.as_str(), contact.as_str())
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|i| matches!(i.subscription, Subscription::From | Subscription::Both));
-    if !changed && !pending && !already_from {
+    let mine = update(server, user, contact, pending, Change::GainFrom).await;
+    if !pending && !has_from(mine.as_ref().map(|(i, _)| i)) {
         return; // nothing was requested and nothing is granted (no pre-approval)
     }
     if !server.account_exists(contact).await {
         return;
     }
-    let mut got = false;
-    modify(server, contact, user, false, |i| {
-        let next = match i.subscription {
-            Subscription::None => Subscription::To,
-            Subscription::From => Subscription::Both,
-            s => s,
-        };
-        got = next != i.subscription || i.ask;
-        i.subscription = next;
-        i.ask = false;
-        got
-    })
-    .await;
-    if got {
+    if changed(update(server, contact, user, false, Change::GainTo).await) {
         deliver(
             server,
             contact,
@@ -328,12 +328,10 @@ pub async fn subscribed(server: &Server, user: &BareJid, contact: &BareJid) {
         for res in server.available(user) {
             let last = res.state().presence.clone();
             if let Some(p) = last {
-                deliver(
-                    server,
-                    contact,
-                    p.with_from(Jid::from(res.jid.clone()))
-                        .with_to(Jid::from(contact.clone())),
-                );
+                let p = p
+                    .with_from(Jid::from(res.jid.clone()))
+                    .with_to(Jid::from(contact.clone()));
+                deliver(server, contact, p);
             }
         }
     }
@@ -341,18 +339,7 @@ pub async fn subscribed(server: &Server, user: &BareJid, contact: &BareJid) {
 
 /// §3.3: `user` no longer wants `contact`'s presence.
 pub async fn unsubscribe(server: &Server, user: &BareJid, contact: &BareJid) {
-    modify(server, user, contact, false, |i| {
-        let next = match i.subscription {
-            Subscription::To => Subscription::None,
-            Subscription::Both => Subscription::From,
-            s => s,
-        };
-        let changed = next != i.subscription || i.ask;
-        i.subscription = next;
-        i.ask = false;
-        changed
-    })
-    .await;
+    update(server, user, contact, false, Change::LoseTo).await;
     if !server.account_exists(contact).await {
         return;
     }
@@ -360,18 +347,7 @@ pub async fn unsubscribe(server: &Server, user: &BareJid, contact: &BareJid) {
         .store
         .pending_in_remove(contact.as_str(), user.as_str())
         .await;
-    let mut lost = false;
-    modify(server, contact, user, false, |i| {
-        let next = match i.subscription {
-            Subscription::From => Subscription::None,
-            Subscription::Both => Subscription::To,
-            s => s,
-        };
-        lost = next != i.subscription;
-        i.subscription = next;
-        lost
-    })
-    .await;
+    let lost = changed(update(server, contact, user, false, Change::LoseFrom).await);
     deliver(
         server,
         contact,
@@ -388,34 +364,11 @@ pub async fn unsubscribed(server: &Server, user: &BareJid, contact: &BareJid) {
         .store
         .pending_in_remove(user.as_str(), contact.as_str())
         .await;
-    modify(server, user, contact, false, |i| {
-        let next = match i.subscription {
-            Subscription::From => Subscription::None,
-            Subscription::Both => Subscription::To,
-            s => s,
-        };
-        let changed = next != i.subscription;
-        i.subscription = next;
-        changed
-    })
-    .await;
+    update(server, user, contact, false, Change::LoseFrom).await;
     if !server.account_exists(contact).await {
         return;
     }
-    let mut lost = false;
-    modify(server, contact, user, false, |i| {
-        let next = match i.subscription {
-            Subscription::To => Subscription::None,
-            Subscription::Both => Subscription::From,
-            s => s,
-        };
-        lost = next != i.subscription || i.ask;
-        i.subscription = next;
-        i.ask = false;
-        lost
-    })
-    .await;
-    if lost {
+    if changed(update(server, contact, user, false, Change::LoseTo).await) {
         deliver(
             server,
             contact,
@@ -432,5 +385,47 @@ fn gone(server: &Server, whose: &BareJid, to: &BareJid) {
             .with_from(Jid::from(res.jid.clone()))
             .with_to(Jid::from(to.clone()));
         deliver(server, to, p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(subscription: Subscription, ask: bool) -> RosterItem {
+        RosterItem {
+            contact: "b@x".into(),
+            name: None,
+            subscription,
+            ask,
+            groups: vec![],
+        }
+    }
+
+    #[test]
+    fn the_subscription_state_machine_follows_rfc_6121() {
+        use Subscription::*;
+        let cases = [
+            (None, false, Change::Ask, None, true),
+            (To, false, Change::Ask, To, false),
+            (None, true, Change::GainTo, To, false),
+            (From, true, Change::GainTo, Both, false),
+            (None, false, Change::GainFrom, From, false),
+            (To, false, Change::GainFrom, Both, false),
+            (Both, false, Change::LoseFrom, To, false),
+            (Both, false, Change::LoseTo, From, false),
+            (None, true, Change::LoseTo, None, false),
+            (From, false, Change::LoseFrom, None, false),
+        ];
+        for (sub, ask, change, want_sub, want_ask) in cases {
+            let mut i = item(sub, ask);
+            let changed = apply(&mut i, change);
+            assert_eq!(
+                (i.subscription, i.ask),
+                (want_sub, want_ask),
+                "{sub:?}/{ask} + {change:?}"
+            );
+            assert_eq!(changed, (sub, ask) != (want_sub, want_ask));
+        }
     }
 }

@@ -14,7 +14,7 @@ use xmpp_parsers::ns;
 use xmpp_parsers::stream_error::DefinedCondition;
 
 use super::sasl::Authenticated;
-use super::{Read, Xml, close, read, stream_error};
+use super::{Xml, close, negotiation_read, stream_error};
 use crate::router::SessionEvent;
 use crate::server::Server;
 use crate::sessions::{Outbound, Session};
@@ -30,11 +30,9 @@ pub struct Bound {
 impl Authenticated {
     pub(super) async fn bind(mut self, server: &Server, deadline: Instant) -> Option<Bound> {
         loop {
-            let el = match read(&mut self.xml, Some(deadline)).await {
-                Read::Element(el) => el,
-                Read::SoftTimeout => continue,
-                Read::Closed => return close(self.xml, None).await,
-                Read::Fault(e) => return close(self.xml, Some(e)).await,
+            let el = match negotiation_read(&mut self.xml, deadline).await {
+                Ok(el) => el,
+                Err(e) => return close(self.xml, e).await,
             };
             let (id, payload) = match Inbound::decode(el) {
                 Inbound::Stanza(Stanza::Iq(Iq::Set { id, payload, .. }))

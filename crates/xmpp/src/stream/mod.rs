@@ -84,36 +84,23 @@ impl Plain {
 
     /// RFC 6120 §5: TLS is required before anything else.
     async fn starttls(mut self, server: &Server, deadline: Instant) -> Option<Secured> {
-        loop {
-            let el = match read(&mut self.xml, Some(deadline)).await {
-                Read::Element(el) => el,
-                Read::SoftTimeout => continue,
-                Read::Closed => return close(self.xml, None).await,
-                Read::Fault(e) => return close(self.xml, Some(e)).await,
-            };
-            match Inbound::decode(el) {
-                Inbound::StartTls => break,
-                Inbound::Stanza(_) | Inbound::BadStanza { .. } => {
-                    return close(
-                        self.xml,
-                        Some(stream_error(
-                            DefinedCondition::NotAuthorized,
-                            "Stanzas before authentication",
-                        )),
-                    )
-                    .await;
-                }
-                _ => {
-                    return close(
-                        self.xml,
-                        Some(stream_error(
-                            DefinedCondition::PolicyViolation,
-                            "STARTTLS is required",
-                        )),
-                    )
-                    .await;
-                }
-            }
+        let el = match negotiation_read(&mut self.xml, deadline).await {
+            Ok(el) => el,
+            Err(e) => return close(self.xml, e).await,
+        };
+        let refusal = match Inbound::decode(el) {
+            Inbound::StartTls => None,
+            Inbound::Stanza(_) | Inbound::BadStanza { .. } => Some(stream_error(
+                DefinedCondition::NotAuthorized,
+                "Stanzas before authentication",
+            )),
+            _ => Some(stream_error(
+                DefinedCondition::PolicyViolation,
+                "STARTTLS is required",
+            )),
+        };
+        if refusal.is_some() {
+            return close(self.xml, refusal).await;
         }
         self.xml.send(&xmpp_parsers::starttls::Proceed).await.ok()?;
         let io = self.xml.into_inner();
@@ -304,6 +291,22 @@ pub(crate) async fn read(xml: &mut Xml, deadline: Option<Instant>) -> Read {
                 }
             }
         };
+    }
+}
+
+/// The next element during negotiation, where the deadline bounds silence; `Err` carries
+/// the stream error to close with (`None`: the client left).
+pub(crate) async fn negotiation_read(
+    xml: &mut Xml,
+    deadline: Instant,
+) -> Result<Element, Option<StreamError>> {
+    loop {
+        match read(xml, Some(deadline)).await {
+            Read::Element(el) => return Ok(el),
+            Read::SoftTimeout => continue,
+            Read::Closed => return Err(None),
+            Read::Fault(e) => return Err(Some(e)),
+        }
     }
 }
 

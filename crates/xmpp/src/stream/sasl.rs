@@ -15,7 +15,7 @@ use xmpp_parsers::sasl_cb::{SaslChannelBinding, Type as CbType};
 use xmpp_parsers::stream_error::DefinedCondition;
 use xmpp_parsers::stream_features::StreamFeatures;
 
-use super::{Read, Xml, close, open_accepted, read, stream_error};
+use super::{Xml, close, negotiation_read, open_accepted, stream_error};
 use crate::server::Server;
 use crate::stanza::{Inbound, Sasl};
 
@@ -94,11 +94,9 @@ pub(super) async fn negotiate(
 ) -> Option<Authenticated> {
     let mut failures = 0;
     loop {
-        let el = match read(&mut xml, Some(deadline)).await {
-            Read::Element(el) => el,
-            Read::SoftTimeout => continue,
-            Read::Closed => return close(xml, None).await,
-            Read::Fault(e) => return close(xml, Some(e)).await,
+        let el = match negotiation_read(&mut xml, deadline).await {
+            Ok(el) => el,
+            Err(e) => return close(xml, e).await,
         };
         let attempt = match Inbound::decode(el) {
             Inbound::Sasl(Sasl::Auth { mechanism, data }) => match data {
@@ -277,14 +275,9 @@ async fn scram(
     let challenge = exchange.server_first(keys);
     let el = sasl_element("challenge", Some(B64.encode(challenge)));
     xml.send(&el).await.map_err(|_| Failure::Close(None))?;
-    let response = loop {
-        match read(xml, Some(deadline)).await {
-            Read::Element(el) => break el,
-            Read::SoftTimeout => continue,
-            Read::Closed => return Err(Failure::Close(None)),
-            Read::Fault(e) => return Err(Failure::Close(Some(e))),
-        }
-    };
+    let response = negotiation_read(xml, deadline)
+        .await
+        .map_err(Failure::Close)?;
     let data = match Inbound::decode(response) {
         Inbound::Sasl(Sasl::Response(Ok(d))) => d,
         Inbound::Sasl(Sasl::Response(Err(()))) => return Err(fail("incorrect-encoding")),
