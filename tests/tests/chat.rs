@@ -76,33 +76,24 @@ async fn alice_and_bob_chat_and_the_server_stamps_from() {
 async fn messages_to_unknown_users_and_remote_domains_bounce() {
     let server = TestServer::start().await.unwrap();
     let (mut alice, _bob) = pair(&server).await;
-    alice
-        .send_stanza(chat("ghost@localhost", "anyone?"))
-        .await
-        .unwrap();
-    let err = expect(&mut alice, |s| match s {
-        Stanza::Message(m) if m.type_ == MessageType::Error => {
-            Some(String::from(&minidom::Element::from(m.clone())))
-        }
-        _ => None,
-    })
-    .await
-    .unwrap();
-    assert!(err.contains("service-unavailable"), "{err}");
-    alice
-        .send_stanza(chat("someone@elsewhere.example", "hi"))
-        .await
-        .unwrap();
-    let err = expect(&mut alice, |s| match s {
-        Stanza::Message(m) if m.type_ == MessageType::Error => {
-            Some(String::from(&minidom::Element::from(m.clone())))
-        }
-        _ => None,
-    })
-    .await
-    .unwrap();
-    assert!(err.contains("remote-server-not-found"), "{err}");
+    for (to, condition) in [
+        ("ghost@localhost", "service-unavailable"),
+        ("someone@elsewhere.example", "remote-server-not-found"),
+    ] {
+        alice.send_stanza(chat(to, "anyone?")).await.unwrap();
+        let err = expect(&mut alice, message_error).await.unwrap();
+        assert!(err.contains(condition), "{to}: {err}");
+    }
     server.stop().await;
+}
+
+fn message_error(s: &Stanza) -> Option<String> {
+    match s {
+        Stanza::Message(m) if m.type_ == MessageType::Error => {
+            Some(String::from(&minidom::Element::from(m.clone())))
+        }
+        _ => None,
+    }
 }
 
 fn roster_push(s: &Stanza) -> Option<Roster> {

@@ -30,7 +30,7 @@ pub struct Authenticated {
 /// Mechanisms in order of preference; -PLUS only when the connection has a binding.
 pub fn mechanisms(bindings: &ChannelBindings) -> Vec<&'static str> {
     let mut out = Vec::new();
-    if has_binding(bindings) {
+    if bindings.any() {
         out.extend([
             "SCRAM-SHA-512-PLUS",
             "SCRAM-SHA-256-PLUS",
@@ -39,10 +39,6 @@ pub fn mechanisms(bindings: &ChannelBindings) -> Vec<&'static str> {
     }
     out.extend(["SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]);
     out
-}
-
-fn has_binding(b: &ChannelBindings) -> bool {
-    b.tls_exporter.is_some() || b.tls_server_end_point.is_some()
 }
 
 /// Stream features of a secured, unauthenticated stream (incl. XEP-0440 binding types).
@@ -102,8 +98,8 @@ pub(super) async fn negotiate(
             Inbound::Sasl(Sasl::Auth { mechanism, data }) => match data {
                 Err(()) => Err(fail("incorrect-encoding")),
                 Ok(data) if mechanism == "PLAIN" => plain(server, &domain, &data).await,
-                Ok(data) => match parse_scram(&mechanism) {
-                    Some((hash, plus)) if !plus || has_binding(bindings) => {
+                Ok(data) => match ScramHash::from_mechanism_name(&mechanism) {
+                    Some((hash, plus)) if !plus || bindings.any() => {
                         scram(
                             server, &mut xml, &domain, hash, plus, bindings, &data, deadline,
                         )
@@ -169,20 +165,6 @@ fn bound_features(server: &Server) -> StreamFeatures {
         others: server.router.bound_features().to_vec(),
         ..StreamFeatures::default()
     }
-}
-
-fn parse_scram(mechanism: &str) -> Option<(ScramHash, bool)> {
-    let (base, plus) = match mechanism.strip_suffix("-PLUS") {
-        Some(b) => (b, true),
-        None => (mechanism, false),
-    };
-    let hash = match base {
-        "SCRAM-SHA-1" => ScramHash::Sha1,
-        "SCRAM-SHA-256" => ScramHash::Sha256,
-        "SCRAM-SHA-512" => ScramHash::Sha512,
-        _ => return None,
-    };
-    Some((hash, plus))
 }
 
 /// The account address for a SASL authentication identity: a full address must be on the
@@ -255,7 +237,7 @@ async fn scram(
     first: &[u8],
     deadline: Instant,
 ) -> Attempt {
-    let mut exchange = ScramServer::new(hash, plus, has_binding(bindings), bindings.clone());
+    let mut exchange = ScramServer::new(hash, plus, bindings.any(), bindings.clone());
     let client_first = exchange
         .client_first(first)
         .map_err(|e| fail(e.sasl_condition()))?;
@@ -346,10 +328,5 @@ mod tests {
             tls_server_end_point: Some(vec![1; 32]),
         };
         assert!(mechanisms(&some).contains(&"SCRAM-SHA-256-PLUS"));
-        assert_eq!(
-            parse_scram("SCRAM-SHA-512-PLUS"),
-            Some((ScramHash::Sha512, true))
-        );
-        assert_eq!(parse_scram("SCRAM-MD5"), None);
     }
 }
