@@ -14,7 +14,8 @@
 //! - [`accounts`]: account rows with their credentials (hashes only, never passwords),
 //! - [`groups`]: named groups of addresses (for the mail gateway's rules),
 //! - [`roster`]: rosters with XEP-0237 versions, and pending inbound subscription requests,
-//! - [`offline`]: messages held for users who are offline.
+//! - [`offline`]: messages held for users who are offline,
+//! - [`pgp_certs`]: OpenPGP certificates of the mail gateway (secrets sealed by the caller).
 //!
 //! Transactions that write always write first, so on SQLite they take the write lock at once
 //! and wait for it under the busy timeout, instead of failing on a read-to-write lock upgrade.
@@ -22,6 +23,7 @@
 pub mod accounts;
 pub mod groups;
 pub mod offline;
+pub mod pgp_certs;
 pub mod roster;
 
 use sqlx::AnyPool;
@@ -29,6 +31,7 @@ use sqlx::any::AnyPoolOptions;
 
 pub use accounts::{AccountRow, AccountSummary, Credentials, ScramCredential};
 pub use offline::OfflineMessage;
+pub use pgp_certs::PgpCertRow;
 pub use roster::{RosterItem, Subscription};
 
 /// How long (ms) a SQLite connection waits for another writer before giving up. Writers are
