@@ -104,8 +104,14 @@ impl Plain {
         }
         self.xml.send(&xmpp_parsers::starttls::Proceed).await.ok()?;
         let io = self.xml.into_inner();
-        if !io.buffer().is_empty() {
-            // Bytes after <starttls/> would be plaintext injected into the TLS session.
+        // Bytes after <starttls/> would be plaintext injected into the TLS session. Whitespace
+        // between elements is allowed and is dropped here (go-xmpp, used by go-sendxmpp, sends
+        // "<starttls/>\n").
+        if io
+            .buffer()
+            .iter()
+            .any(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        {
             tracing::warn!("client sent data after <starttls/>; closing");
             return None;
         }
