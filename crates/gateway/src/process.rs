@@ -133,7 +133,18 @@ async fn run(gw: &Gateway, env: &Envelope, spooled: Arc<Spooled>) -> Result<Repl
     let mut facts = gather(gw, env, &fields, seen.ours).await?;
     let mut plan = policy::plan(&gw.config.policy, &facts.facts);
     let mut message: Option<Arc<Vec<u8>>> = None;
-    if policy::needs_content(&plan) {
+    // Inline PGP hides in the body: look for an armor line (streaming, memory bounded)
+    // before loading a plain mail to local recipients.
+    let inline_candidate = facts.facts.format == Format::Plain
+        && !facts.facts.looped
+        && gw.config.policy.decrypt
+        && facts.facts.recipients.iter().any(|r| r.local)
+        && parsed
+            .spooled
+            .contains(b"-----BEGIN PGP ")
+            .await
+            .map_err(|e| GatewayError::io("reading the spooled message", e))?;
+    if inline_candidate || policy::needs_content(&plan) {
         let full = parsed.load().await?;
         if facts.facts.format == Format::Plain {
             let format = match postern_pgp::detect(&full) {

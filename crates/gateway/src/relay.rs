@@ -394,16 +394,20 @@ fn as_upstream(r: Reply) -> Reply {
     }
 }
 
-/// Dot-stuffing (RFC 5321 §4.5.2) across chunk boundaries, and the end of data.
+/// The SMTP wire form of message content, across chunk boundaries: dot-stuffing
+/// (RFC 5321 §4.5.2) and CRLF line endings (§2.3.8: a bare LF must not be sent; the MTA
+/// would convert it anyway), then the end of data.
 #[derive(Debug)]
 struct Stuffer {
     at_line_start: bool,
+    last: u8,
 }
 
 impl Default for Stuffer {
     fn default() -> Self {
         Stuffer {
             at_line_start: true,
+            last: b'\n',
         }
     }
 }
@@ -416,13 +420,20 @@ impl Stuffer {
             }
             match input.iter().position(|&b| b == b'\n') {
                 Some(i) => {
-                    out.extend_from_slice(&input[..=i]);
+                    let before = if i == 0 { self.last } else { input[i - 1] };
+                    out.extend_from_slice(&input[..i]);
+                    if before != b'\r' {
+                        out.push(b'\r');
+                    }
+                    out.push(b'\n');
                     input = &input[i + 1..];
                     self.at_line_start = true;
+                    self.last = b'\n';
                 }
                 None => {
                     out.extend_from_slice(input);
                     self.at_line_start = false;
+                    self.last = input[input.len() - 1];
                     input = &[];
                 }
             }
@@ -448,9 +459,10 @@ mod tests {
         let mut out = Vec::new();
         s.stuff(b".a\r\nb\r", &mut out);
         s.stuff(b"\n.", &mut out);
-        s.stuff(b".c", &mut out);
+        s.stuff(b".c\nd\n", &mut out);
+        s.stuff(b"\n", &mut out);
         s.finish(&mut out);
-        assert_eq!(out, b"..a\r\nb\r\n...c\r\n.\r\n");
+        assert_eq!(out, b"..a\r\nb\r\n...c\r\nd\r\n\r\n.\r\n");
         let mut s = Stuffer::default();
         let mut out = Vec::new();
         s.stuff(b"x\r\n", &mut out);

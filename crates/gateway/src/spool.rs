@@ -123,6 +123,29 @@ impl Spooled {
         tokio::fs::read(self.path()).await
     }
 
+    /// Whether `needle` occurs in the message, reading it in pieces (memory stays bounded).
+    pub async fn contains(&self, needle: &[u8]) -> std::io::Result<bool> {
+        if needle.is_empty() {
+            return Ok(true);
+        }
+        let mut file = File::open(self.path()).await?;
+        let mut window: Vec<u8> = Vec::with_capacity(64 * 1024 + needle.len());
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            window.extend_from_slice(&buf[..n]);
+            if window.windows(needle.len()).any(|w| w == needle) {
+                return Ok(true);
+            }
+            let keep = needle.len() - 1;
+            let cut = window.len().saturating_sub(keep);
+            window.drain(..cut);
+        }
+    }
+
     /// A reader positioned at `offset`.
     pub async fn open_at(&self, offset: u64) -> std::io::Result<File> {
         let mut file = File::open(self.path()).await?;
@@ -157,6 +180,8 @@ mod tests {
         assert_eq!(s.len(), 20);
         assert_eq!(s.read_prefix(7).await.unwrap(), b"Subject");
         assert_eq!(s.read_all().await.unwrap().len(), 20);
+        assert!(s.contains(b"body").await.unwrap());
+        assert!(!s.contains(b"nobody").await.unwrap());
         let path = s.path().to_owned();
         drop(s);
         assert!(!path.exists());
