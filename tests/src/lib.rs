@@ -57,6 +57,8 @@ impl TestServer {
             [xmpp]
             starttls = ["127.0.0.1:0"]
             direct_tls = ["127.0.0.1:0"]
+            [gateway]
+            listen = "127.0.0.1:0"
             "#,
             dir.path().display()
         );

@@ -193,7 +193,8 @@ impl Default for KeygenConfig {
         Self {
             algorithm: KeyAlgorithm::Cv25519,
             profile: KeyProfile::Rfc4880,
-            expires: Some(Duration::from_secs(2 * 365 * 86_400)),
+            // "2y" as humantime reads it (a year is 365.25 days).
+            expires: Some(Duration::from_secs(63_115_200)),
         }
     }
 }

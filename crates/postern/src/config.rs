@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use postern_gateway::GatewayConfig;
 use postern_xmpp::XmppConfig;
 use serde::Deserialize;
 
@@ -25,6 +26,9 @@ pub struct Config {
     pub domains: Vec<Domain>,
     #[serde(default)]
     pub xmpp: XmppConfig,
+    /// The OpenPGP mail gateway (SMTP content filter).
+    #[serde(default)]
+    pub gateway: GatewayConfig,
 }
 
 /// One served mail domain (`[[domain]]`).
@@ -59,6 +63,7 @@ impl Default for Config {
                 key: None,
             }],
             xmpp: XmppConfig::default(),
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -150,6 +155,7 @@ impl Config {
             out.push(format!("log `{}`: not a valid filter", self.log));
         }
         out.extend(self.xmpp.problems());
+        out.extend(self.gateway.problems());
         out
     }
 
@@ -201,6 +207,8 @@ mod tests {
                 .all(|a| a.ip().is_loopback())
         );
         assert!(c.database_url().starts_with("sqlite://"));
+        assert!(c.gateway.enabled);
+        assert!(c.gateway.listen.ip().is_loopback() && c.gateway.next_hop.ip().is_loopback());
     }
 
     #[test]
@@ -228,6 +236,10 @@ mod tests {
         assert_eq!(
             format!("{:?}", documented.xmpp),
             format!("{:?}", default.xmpp)
+        );
+        assert_eq!(
+            format!("{:?}", documented.gateway),
+            format!("{:?}", default.gateway)
         );
         assert_eq!(documented.data_dir, default.data_dir);
         assert_eq!(documented.log, default.log);

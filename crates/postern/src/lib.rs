@@ -37,21 +37,29 @@ pub struct Running {
     pub starttls: Vec<SocketAddr>,
     /// Bound direct-TLS addresses.
     pub direct_tls: Vec<SocketAddr>,
+    /// Bound SMTP address of the OpenPGP gateway, when it is enabled.
+    pub smtp: Option<SocketAddr>,
+    /// The gateway handle (key store, quarantine), when it is enabled.
+    pub gateway: Option<postern_gateway::Gateway>,
     pub accounts: Accounts,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+    gateway_task: Option<JoinHandle<()>>,
 }
 
 impl Running {
     /// Asks every service to stop and waits for the listeners to close.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        self.wait().await;
     }
 
     /// Resolves when the services end (after a stop).
     pub async fn wait(self) {
         let _ = self.task.await;
+        if let Some(g) = self.gateway_task {
+            let _ = g.await;
+        }
     }
 
     pub fn shutdown_handle(&self) -> watch::Sender<bool> {
@@ -94,13 +102,33 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             accounts.clone(),
             identities,
         )?;
-        task = tokio::spawn(server.serve(s, d, rx));
+        task = tokio::spawn(server.serve(s, d, rx.clone()));
+    }
+    let (mut smtp, mut gateway, mut gateway_task) = (None, None, None);
+    if config.gateway.enabled {
+        // The next hop is only contacted per mail: the gateway starts while it is down.
+        let listener = TcpListener::bind(config.gateway.listen)
+            .await
+            .with_context(|| format!("binding gateway SMTP {}", config.gateway.listen))?;
+        smtp = listener.local_addr().ok();
+        let g = postern_gateway::Gateway::new(
+            config.gateway.clone(),
+            config.domain_names(),
+            &config.data_dir,
+            accounts.clone(),
+        )
+        .context("setting up the OpenPGP gateway")?;
+        gateway_task = Some(tokio::spawn(g.clone().serve(listener, rx)));
+        gateway = Some(g);
     }
     Ok(Running {
         starttls,
         direct_tls: direct,
+        smtp,
+        gateway,
         accounts,
         shutdown,
         task,
+        gateway_task,
     })
 }

@@ -1,5 +1,7 @@
 //! `postern`: run the services, or administer the store they share.
 
+mod cli;
+
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
@@ -31,6 +33,15 @@ enum Command {
     /// Manage mail accounts (the XMPP accounts are the mail accounts).
     #[command(subcommand)]
     Account(AccountCmd),
+    /// Manage groups of addresses (used by the gateway's allow/deny lists).
+    #[command(subcommand)]
+    Group(cli::group::GroupCmd),
+    /// Manage the OpenPGP gateway's keys.
+    #[command(subcommand)]
+    Pgp(cli::pgp::PgpCmd),
+    /// List, release or delete mail held by the gateway.
+    #[command(subcommand)]
+    Quarantine(cli::quarantine::QuarantineCmd),
 }
 
 #[derive(Subcommand)]
@@ -82,6 +93,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Account(cmd) => account(&config, cmd).await,
+            Command::Group(cmd) => cli::group::run(&config, cmd).await,
+            Command::Pgp(cmd) => cli::pgp::run(&config, cmd).await,
+            Command::Quarantine(cmd) => cli::quarantine::run(&config, cmd).await,
         }
     })
 }
@@ -107,6 +121,7 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     tracing::info!(
         domains = %config.domain_names().join(","),
         starttls = ?running.starttls,
+        gateway_smtp = ?running.smtp,
         direct_tls = ?running.direct_tls,
         "postern running"
     );

@@ -1,0 +1,6 @@
+//! Admin commands beyond accounts, one file per command family: `pgp`, `group`,
+//! `quarantine`. Each works on the same store and data dir as `postern serve`.
+
+pub mod group;
+pub mod pgp;
+pub mod quarantine;
