@@ -81,19 +81,8 @@ async def test_sendxmpp_refuses_untrusted_cert_and_wrong_password(server):
         await bob.logout()
 
 
-GO_XMPP_RESTART = pytest.mark.xfail(
-    strict=True,
-    reason="server bug: whitespace after </auth> breaks the stream restart "
-    "(see test_wire.py::test_whitespace_after_sasl_auth)",
-)
-
-
 @pytest.mark.skipif(GO_SENDXMPP is None, reason="go-sendxmpp not installed (interop/run installs it)")
-@pytest.mark.parametrize(
-    "direct_tls",
-    [pytest.param(False, marks=GO_XMPP_RESTART), pytest.param(True, marks=GO_XMPP_RESTART)],
-    ids=["starttls", "direct-tls"],
-)
+@pytest.mark.parametrize("direct_tls", [False, True], ids=["starttls", "direct-tls"])
 async def test_go_sendxmpp_message_reaches_slixmpp(server, direct_tls):
     bob = await Client(server, "bob").login()
     try:

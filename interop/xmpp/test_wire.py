@@ -88,10 +88,5 @@ def test_stream_restart_after_sasl(server):
     assert b"urn:ietf:params:xml:ns:xmpp-bind" in plain_auth_then_restart(server, b"")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: after <success/> the parser is reset with the client's trailing "
-    "whitespace still buffered, and the new stream header is refused (connection closed)",
-)
 def test_whitespace_after_sasl_auth(server):
     assert b"urn:ietf:params:xml:ns:xmpp-bind" in plain_auth_then_restart(server, b"\n")

@@ -396,6 +396,15 @@ impl Raw {
         self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
             .await?;
         self.read_element("proceed").await?;
+        self.upgrade(domain, tls).await
+    }
+
+    /// The TLS handshake after `<proceed/>`.
+    pub async fn upgrade(
+        &mut self,
+        domain: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> anyhow::Result<()> {
         let RawStream::Plain(tcp) = std::mem::replace(&mut self.stream, RawStream::Upgrading)
         else {
             bail!("already TLS");
@@ -477,9 +486,19 @@ impl Raw {
 
     /// Sends SASL PLAIN and returns the server's answer element (`<success…` or `<failure…`).
     pub async fn plain(&mut self, user: &str, password: &str) -> anyhow::Result<String> {
+        self.plain_with_suffix(user, password, "").await
+    }
+
+    /// Like [`Raw::plain`], with `suffix` (e.g. whitespace) sent right after the element.
+    pub async fn plain_with_suffix(
+        &mut self,
+        user: &str,
+        password: &str,
+        suffix: &str,
+    ) -> anyhow::Result<String> {
         let data = B64.encode(format!("\0{user}\0{password}"));
         self.send(&format!(
-            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{data}</auth>"
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{data}</auth>{suffix}"
         ))
         .await?;
         self.sasl_answer().await

@@ -223,3 +223,43 @@ async fn a_silent_connection_is_closed_at_the_handshake_timeout() {
     still_serves(&server).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn whitespace_between_elements_is_fine_at_every_step() {
+    // go-xmpp (go-sendxmpp) ends every element with a newline, also before stream restarts.
+    let server = TestServer::start().await.unwrap();
+    server.add_account("alice@localhost", "pw").await.unwrap();
+    let mut raw = Raw::connect(server.starttls).await.unwrap();
+    raw.send("\n").await.unwrap();
+    raw.open("localhost").await.unwrap();
+    raw.read_until("</stream:features>").await.unwrap();
+    raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\n")
+        .await
+        .unwrap();
+    raw.read_element("proceed").await.unwrap();
+    raw.upgrade("localhost", server.tls_config("localhost"))
+        .await
+        .unwrap();
+    raw.open("localhost").await.unwrap();
+    raw.read_until("</stream:features>").await.unwrap();
+    let answer = raw
+        .plain_with_suffix("alice@localhost", "pw", "\n")
+        .await
+        .unwrap();
+    assert!(answer.contains("<success"), "{answer}");
+    raw.open("localhost").await.unwrap();
+    let features = raw.read_until("</stream:features>").await.unwrap();
+    assert!(
+        features.contains("urn:ietf:params:xml:ns:xmpp-bind"),
+        "{features}"
+    );
+    raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>ws</resource></bind></iq>\n\n")
+        .await
+        .unwrap();
+    raw.read_element("iq").await.unwrap();
+    raw.send("<message to='alice@localhost/ws' type='chat'><body>echo</body></message>\n")
+        .await
+        .unwrap();
+    assert!(raw.read_until("</message>").await.unwrap().contains("echo"));
+    server.stop().await;
+}

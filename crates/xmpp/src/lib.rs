@@ -24,7 +24,7 @@
 //!
 //! # Path of a stanza
 //!
-//! bytes → `stream::io::Limited` (stanza size cap) → tokio-xmpp `XmlStream<_, Element>` →
+//! bytes → `stream::io::Io` (buffering, stanza size cap) → tokio-xmpp `XmlStream<_, Element>` →
 //! [`stanza::Inbound::decode`] → the bound session stamps `from` with its full JID →
 //! [`router::Router::route`] → destination class → module handlers/hooks → for delivery,
 //! [`sessions::Sessions`] → the recipient's outbound queue → its connection task writes it.

@@ -1,12 +1,17 @@
-//! The byte layer under the XML stream: plain TCP or TLS, with a cap on how many bytes one
-//! top-level element may take (tokio-xmpp's stream has no such limit).
+//! The byte layer under the XML stream: plain TCP or TLS, buffered, with two things
+//! tokio-xmpp's stream does not do:
+//!
+//! - a cap on how many bytes one top-level element may take (reads fail past it);
+//! - dropping whitespace before a stream (re)start: RFC 6120 allows whitespace between
+//!   elements, and clients send `<auth …/>\n` or `<starttls/>\n` (go-xmpp does), but a new
+//!   parser must start at the stream header.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -16,15 +21,17 @@ pub enum Transport {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// The I/O type every XML stream of a connection runs on.
-pub type Io = BufReader<Limited>;
-
-/// Counts bytes read since the last complete element and fails the read past the limit.
-/// Reading is buffered, so the cap holds to within one read buffer (8 KiB).
-pub struct Limited {
+/// The I/O every XML stream of a connection runs on.
+pub struct Io {
     inner: Transport,
+    buf: Box<[u8]>,
+    pos: usize,
+    cap: usize,
+    /// Bytes read since the last complete element; the cap holds to within one buffer.
     read: AtomicUsize,
     limit: usize,
+    /// Drop whitespace until the next non-whitespace byte (a stream header is due).
+    skip_whitespace: AtomicBool,
 }
 
 /// The error a read returns when an element outgrew the limit.
@@ -32,26 +39,38 @@ pub struct Limited {
 #[error("element larger than {0} bytes")]
 pub struct TooLarge(pub usize);
 
-impl Limited {
+const BUFFER: usize = 8 * 1024;
+
+impl Io {
     pub fn new(inner: Transport, limit: usize) -> Self {
         Self {
             inner,
+            buf: vec![0; BUFFER].into_boxed_slice(),
+            pos: 0,
+            cap: 0,
             read: AtomicUsize::new(0),
             limit,
+            skip_whitespace: AtomicBool::new(true),
         }
     }
 
     /// Called when an element is complete.
-    pub fn reset(&self) {
+    pub fn element_done(&self) {
         self.read.store(0, Ordering::Relaxed);
+    }
+
+    /// Called before a stream restart: whitespace up to the new header is dropped.
+    pub fn expect_stream_header(&self) {
+        self.skip_whitespace.store(true, Ordering::Relaxed);
     }
 
     pub fn limit(&self) -> usize {
         self.limit
     }
 
-    pub fn transport(&self) -> &Transport {
-        &self.inner
+    /// Bytes received but not yet parsed.
+    pub fn unparsed(&self) -> &[u8] {
+        &self.buf[self.pos..self.cap]
     }
 
     pub fn into_transport(self) -> Transport {
@@ -64,33 +83,62 @@ pub fn is_too_large(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<TooLarge>())
 }
 
-impl AsyncRead for Limited {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+impl AsyncBufRead for Io {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         let this = self.get_mut();
-        if this.read.load(Ordering::Relaxed) > this.limit {
-            return Poll::Ready(Err(io::Error::other(TooLarge(this.limit))));
-        }
-        let before = buf.filled().len();
-        let res = match &mut this.inner {
-            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        };
-        if let Poll::Ready(Ok(())) = res {
-            let n = buf.filled().len() - before;
-            let total = this.read.fetch_add(n, Ordering::Relaxed) + n;
-            if total > this.limit {
-                return Poll::Ready(Err(io::Error::other(TooLarge(this.limit))));
+        loop {
+            if this.pos >= this.cap {
+                if this.read.load(Ordering::Relaxed) > this.limit {
+                    return Poll::Ready(Err(io::Error::other(TooLarge(this.limit))));
+                }
+                let mut rb = ReadBuf::new(&mut this.buf);
+                match &mut this.inner {
+                    Transport::Plain(s) => ready!(Pin::new(s).poll_read(cx, &mut rb))?,
+                    Transport::Tls(s) => ready!(Pin::new(s.as_mut()).poll_read(cx, &mut rb))?,
+                }
+                this.pos = 0;
+                this.cap = rb.filled().len();
+                if this.cap == 0 {
+                    return Poll::Ready(Ok(&[]));
+                }
+                this.read.fetch_add(this.cap, Ordering::Relaxed);
             }
+            if this.skip_whitespace.load(Ordering::Relaxed) {
+                let ws = this.buf[this.pos..this.cap]
+                    .iter()
+                    .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+                    .count();
+                this.pos += ws;
+                if this.pos == this.cap {
+                    continue;
+                }
+                this.skip_whitespace.store(false, Ordering::Relaxed);
+            }
+            return Poll::Ready(Ok(&this.buf[this.pos..this.cap]));
         }
-        res
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        let this = self.get_mut();
+        this.pos = (this.pos + amt).min(this.cap);
     }
 }
 
-impl AsyncWrite for Limited {
+impl AsyncRead for Io {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let available = ready!(self.as_mut().poll_fill_buf(cx))?;
+        let n = available.len().min(out.remaining());
+        out.put_slice(&available[..n]);
+        self.consume(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Io {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -115,9 +163,4 @@ impl AsyncWrite for Limited {
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
-}
-
-/// Wraps a transport for a new XML stream.
-pub fn io(transport: Transport, limit: usize) -> Io {
-    BufReader::new(Limited::new(transport, limit))
 }

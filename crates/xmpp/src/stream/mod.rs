@@ -70,7 +70,7 @@ pub struct Plain {
 
 impl Plain {
     async fn open(server: &Server, tcp: TcpStream, deadline: Instant) -> Option<Plain> {
-        let io = io::io(
+        let io = Io::new(
             Transport::Plain(tcp),
             server.config.limits.max_stanza_size.0 as usize,
         );
@@ -108,14 +108,14 @@ impl Plain {
         // between elements is allowed and is dropped here (go-xmpp, used by go-sendxmpp, sends
         // "<starttls/>\n").
         if io
-            .buffer()
+            .unparsed()
             .iter()
             .any(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
         {
             tracing::warn!("client sent data after <starttls/>; closing");
             return None;
         }
-        let Transport::Plain(tcp) = io.into_inner().into_transport() else {
+        let Transport::Plain(tcp) = io.into_transport() else {
             return None;
         };
         Secured::accept_tls(server, tcp, deadline).await
@@ -151,7 +151,7 @@ impl Secured {
         peer: SocketAddr,
         deadline: Instant,
     ) -> Option<sasl::Authenticated> {
-        let io = io::io(
+        let io = Io::new(
             self.transport,
             server.config.limits.max_stanza_size.0 as usize,
         );
@@ -264,7 +264,7 @@ pub(crate) async fn read(xml: &mut Xml, deadline: Option<Instant>) -> Read {
         };
         return match next {
             Some(Ok(el)) => {
-                xml.get_stream().get_ref().reset();
+                xml.get_stream().element_done();
                 Read::Element(el)
             }
             None | Some(Err(ReadError::StreamFooterReceived)) => Read::Closed,
@@ -276,7 +276,7 @@ pub(crate) async fn read(xml: &mut Xml, deadline: Option<Instant>) -> Read {
             }
             Some(Err(ReadError::HardError(e))) => {
                 if io::is_too_large(&e) {
-                    let limit = xml.get_stream().get_ref().limit();
+                    let limit = xml.get_stream().limit();
                     Read::Fault(stream_error(
                         DefinedCondition::PolicyViolation,
                         &format!("Stanza larger than the limit of {limit} bytes"),

@@ -126,7 +126,14 @@ pub(super) async fn negotiate(
                 server.auth_throttle.success(jid.as_str());
                 tracing::info!(%jid, "authenticated");
                 let success = sasl_element("success", additional.map(|d| B64.encode(d)));
-                let accepted = xml.accept_reset(&success).await.ok()?;
+                xml.get_stream().expect_stream_header();
+                let accepted = match xml.accept_reset(&success).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no valid stream header after SASL success");
+                        return None;
+                    }
+                };
                 let (xml, _) = open_accepted(server, accepted, |_| bound_features(server)).await?;
                 return Some(Authenticated { xml, jid });
             }
