@@ -221,8 +221,25 @@ async fn sasl_failures_carry_their_rfc_6120_conditions() {
         .await
         .unwrap();
     assert!(has(&raw.sasl_answer().await.unwrap(), "incorrect-encoding"));
+    // Guessing the mechanism wrong is not guessing the password: the client may go on
+    // (slixmpp tries three -PLUS variants on TLS 1.2 before plain SCRAM).
+    for m in ["SCRAM-SHA-1-PLUS-X", "X-TOKEN", "EXTERNAL"] {
+        raw.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{m}'>=</auth>"
+        ))
+        .await
+        .unwrap();
+        assert!(has(&raw.sasl_answer().await.unwrap(), "invalid-mechanism"));
+    }
+    server.add_account("alice@localhost", "pw").await.unwrap();
+    assert!(
+        raw.plain("alice@localhost", "pw")
+            .await
+            .unwrap()
+            .contains("<success")
+    );
 
-    // A fresh connection: attempts per connection are capped.
+    // A fresh connection for the other conditions.
     let (mut raw, _) = Raw::secured(&server, "localhost").await.unwrap();
     let data = B64.encode("no-separators");
     raw.send(&format!(

@@ -50,7 +50,8 @@ pub struct Limits {
     /// `idle_timeout / 4` (at least 10 s) to answer before the stream is closed.
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
-    /// Failed SASL attempts on one connection before it is closed.
+    /// Wrong credentials (`not-authorized`) on one connection before it is closed. Other
+    /// refusals (unknown mechanism, unsupported channel binding) are capped at 10.
     pub auth_attempts_per_connection: u32,
     /// Failures (per IP and per account, within `auth_failure_window`) after which each
     /// further failure answer is delayed. A correct login is never delayed.

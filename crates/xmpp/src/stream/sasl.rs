@@ -79,6 +79,9 @@ fn fail(condition: &'static str) -> Failure {
     }
 }
 
+/// Refusals of any kind on one connection before it is closed.
+const MAX_REFUSALS: u32 = 10;
+
 /// Runs SASL until success (then restarts the stream) or the stream ends.
 pub(super) async fn negotiate(
     server: &Server,
@@ -88,7 +91,10 @@ pub(super) async fn negotiate(
     ip: IpAddr,
     deadline: Instant,
 ) -> Option<Authenticated> {
-    let mut failures = 0;
+    // Credential failures are capped by config; other refusals (a mechanism or binding type
+    // the client guessed wrong, as slixmpp does on TLS 1.2) are not guesses, but are bounded too.
+    let mut wrong_credentials = 0;
+    let mut refusals = 0;
     loop {
         let el = match negotiation_read(&mut xml, deadline).await {
             Ok(el) => el,
@@ -139,8 +145,9 @@ pub(super) async fn negotiate(
             }
             Err(Failure::Close(e)) => return close(xml, e).await,
             Err(Failure::Sasl { condition, account }) => {
-                failures += 1;
+                refusals += 1;
                 if condition == "not-authorized" {
+                    wrong_credentials += 1;
                     let delay = server.auth_throttle.failure(ip, account.as_deref());
                     tracing::info!(
                         account = account.as_deref().unwrap_or("-"),
@@ -153,7 +160,9 @@ pub(super) async fn negotiate(
                     .append(Element::bare(condition, ns::SASL))
                     .build();
                 xml.send(&failure).await.ok()?;
-                if failures >= server.config.limits.auth_attempts_per_connection {
+                if wrong_credentials >= server.config.limits.auth_attempts_per_connection
+                    || refusals >= MAX_REFUSALS
+                {
                     let e = stream_error(
                         DefinedCondition::PolicyViolation,
                         "Too many failed authentication attempts",
