@@ -13,6 +13,7 @@
 //! user, then `server_first` and `client_final`. Both treat unknown, disabled and
 //! wrong-password logins alike, so an attacker cannot probe which accounts exist.
 
+mod hash_pool;
 mod password;
 pub mod scram;
 
@@ -51,9 +52,9 @@ pub enum AccountError {
     /// Hashing the password failed.
     #[error(transparent)]
     Hash(#[from] HashError),
-    /// The blocking hashing task panicked or was cancelled.
-    #[error("password hashing task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    /// The hashing threads are gone.
+    #[error(transparent)]
+    Task(#[from] hash_pool::PoolGone),
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),
@@ -79,16 +80,31 @@ pub struct AccountInfo {
     pub is_admin: bool,
 }
 
-/// The account service. Cheap to clone: it only holds the [`Store`] handle.
+/// The account service. Cheap to clone: a [`Store`] handle and the hashing pool.
 #[derive(Clone, Debug)]
 pub struct Accounts {
     store: Store,
+    /// Where argon2id and PBKDF2 run: bounded, off the async workers.
+    hashing: hash_pool::HashPool,
 }
 
 impl Accounts {
     /// Wraps a store.
     pub fn new(store: Store) -> Self {
-        Accounts { store }
+        Accounts {
+            store,
+            hashing: hash_pool::HashPool::new(),
+        }
+    }
+
+    /// Derives all credentials on the hashing pool: argon2id plus three PBKDF2 runs take tens
+    /// of milliseconds, which must not stall the async workers.
+    async fn hash(&self, password: &str) -> Result<postern_store::Credentials, AccountError> {
+        let password = password.to_owned();
+        Ok(self
+            .hashing
+            .run(move || password::credentials_for(&password))
+            .await??)
     }
 
     /// The underlying store, for callers that also need rosters or offline messages.
@@ -109,7 +125,7 @@ impl Accounts {
         {
             return Err(AccountError::Exists(addr.to_string()));
         }
-        let credentials = hash_blocking(password).await?;
+        let credentials = self.hash(password).await?;
         let row = AccountRow {
             localpart: addr.localpart.clone(),
             domain: addr.domain.clone(),
@@ -138,7 +154,7 @@ impl Accounts {
         {
             return Err(AccountError::NotFound(addr.to_string()));
         }
-        let credentials = hash_blocking(password).await?;
+        let credentials = self.hash(password).await?;
         if !self
             .store
             .account_set_credentials(&addr.localpart, &addr.domain, &credentials)
@@ -255,7 +271,10 @@ impl Accounts {
             _ => (password::DUMMY_HASH.to_owned(), false),
         };
         let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || password::verify(&hash, &password)).await?;
+        let ok = self
+            .hashing
+            .run(move || password::verify(&hash, &password))
+            .await?;
         Ok(ok && active)
     }
 
@@ -407,13 +426,6 @@ fn check_group(name: &str) -> Result<&str, AccountError> {
         return Err(AccountError::InvalidGroup(name.to_owned()));
     }
     Ok(name)
-}
-
-/// Derives all credentials on a blocking thread: argon2id plus three PBKDF2 runs take tens
-/// of milliseconds, which must not stall the async workers.
-async fn hash_blocking(password: &str) -> Result<postern_store::Credentials, AccountError> {
-    let password = password.to_owned();
-    Ok(tokio::task::spawn_blocking(move || password::credentials_for(&password)).await??)
 }
 
 fn now_ms() -> i64 {

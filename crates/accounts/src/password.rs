@@ -1,5 +1,5 @@
 //! Turning a password into what we store, and checking a password against it. CPU-heavy on
-//! purpose (argon2id, PBKDF2): callers run these on `tokio::task::spawn_blocking`.
+//! purpose (argon2id, PBKDF2): callers run these on the hashing pool (`hash_pool.rs`).
 //!
 //! Passwords are used as their UTF-8 bytes, without SASLprep (RFC 4013): the same bytes go
 //! into argon2id (PLAIN) and PBKDF2 (SCRAM), so both mechanisms accept the same passwords.

@@ -128,7 +128,22 @@ impl Store {
             }
         };
         match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Sqlite => {
+                // sqlx takes no migration lock on SQLite: two processes opening a fresh file
+                // at once (two `postern account add`) race, and the loser's migration
+                // transaction fails and rolls back. Once the winner committed, a retry finds
+                // the schema applied.
+                let migrator = sqlx::migrate!("./migrations/sqlite");
+                let mut attempt = 0;
+                while let Err(e) = migrator.run(&pool).await {
+                    attempt += 1;
+                    if attempt == 5 {
+                        return Err(e.into());
+                    }
+                    tracing::debug!(error = %e, attempt, "migration raced; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+            }
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
         tracing::debug!(?backend, "store ready");
