@@ -476,3 +476,56 @@ async fn auto_keygen_creates_a_key_for_an_active_account() -> Result<()> {
     assert!(!h.keys().has_secret("ghost@example.org").await?);
     Ok(())
 }
+
+/// Carol's gpg-signed multipart/signed mail to Dave is delivered unchanged with the
+/// verdict; a tampered copy is marked bad.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_signed_mail_is_verified_and_tampering_is_marked() -> Result<()> {
+    let mut h = Harness::start().await?;
+    let carol = Gpg::new()?;
+    let public = carol.generate("Carol <carol@partner.example>")?;
+    h.keys().import(&public, None).await?;
+    let part = b"Content-Type: text/plain; charset=utf-8\r\n\r\nSigned by Carol.\r\n";
+    let sig = crlf(&carol.run(
+        &["--armor", "--detach-sign", "-u", "carol@partner.example"],
+        part,
+    )?);
+    let mut mail = b"From: carol@partner.example\r\nTo: dave@example.org\r\nSubject: signed\r\nMIME-Version: 1.0\r\nContent-Type: multipart/signed; micalg=pgp-sha512; protocol=\"application/pgp-signature\"; boundary=\"s\"\r\n\r\n--s\r\n".to_vec();
+    mail.extend_from_slice(part);
+    mail.extend_from_slice(b"\r\n--s\r\nContent-Type: application/pgp-signature\r\n\r\n");
+    mail.extend_from_slice(&sig);
+    mail.extend_from_slice(b"\r\n--s--\r\n");
+    h.send("carol@partner.example", &["dave@example.org"], &mail)
+        .await?;
+    let got = h.sink.next().await?.data;
+    let note = header(&got, "x-postern-pgp").context("note")?;
+    assert!(note.starts_with("verified; signature=good "), "{note}");
+    assert_eq!(without_first_line(&got), mail.as_slice());
+
+    let tampered: Vec<u8> = String::from_utf8(mail)?
+        .replace("Signed by Carol.", "Signed by Eve..")
+        .into_bytes();
+    h.send("carol@partner.example", &["dave@example.org"], &tampered)
+        .await?;
+    let got = h.sink.next().await?.data;
+    let note = header(&got, "x-postern-pgp").context("note")?;
+    assert!(note.starts_with("verified; signature=bad "), "{note}");
+    Ok(())
+}
+
+/// `protected_headers = true`: the outer Subject is `...`, the real one is inside (RFC 9788).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_headers_hide_the_subject() -> Result<()> {
+    let mut h = Harness::start_with(|c| c.policy.protected_headers = true).await?;
+    let (gpg, public) = bob()?;
+    h.keys().import(&public, None).await?;
+    let mail = sample_mail("alice@example.org", "bob@partner.example");
+    h.send("alice@example.org", &["bob@partner.example"], &mail)
+        .await?;
+    let got = h.sink.next().await?.data;
+    assert_eq!(header(&got, "subject").as_deref(), Some("..."));
+    let plain = gpg.run(&["--decrypt"], armor(&got, BEGIN_MSG, END_MSG)?)?;
+    assert!(find(&plain, b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=").is_some());
+    assert!(find(&plain, b"protected-headers=\"v1\"").is_some());
+    Ok(())
+}
