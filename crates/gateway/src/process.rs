@@ -119,7 +119,7 @@ async fn run(gw: &Gateway, env: &Envelope, spooled: Arc<Spooled>) -> Result<Repl
     let parsed = Parsed {
         spooled,
         header: if seen.forged > 0 {
-            trace::strip(&fields)
+            trace::strip_forged(&gw.trace_key, &fields)
         } else {
             fields.clone()
         },

@@ -94,9 +94,13 @@ pub fn inspect(key: &TraceKey, block: &[u8]) -> Seen {
     seen
 }
 
-/// The header block without any `X-Postern-PGP` field.
-pub fn strip(block: &[u8]) -> Vec<u8> {
-    header::without(block, |f| f.is(FIELD))
+/// The header block without the `X-Postern-PGP` fields we did not write (ours stay, so a
+/// later pass still recognises the loop).
+pub fn strip_forged(key: &TraceKey, block: &[u8]) -> Vec<u8> {
+    let message_id = header::first_value(block, "message-id").unwrap_or_default();
+    header::without(block, |f| {
+        f.is(FIELD) && !key.is_ours(&f.value(), &message_id)
+    })
 }
 
 /// Keeps a value on one line and free of our separator.
@@ -143,8 +147,9 @@ mod tests {
         // A changed verdict with the old tag is a forgery.
         let edited = block.replace("good", "bad!");
         assert_eq!(inspect(&key, edited.as_bytes()).forged, 1);
+        assert_eq!(strip_forged(&key, block.as_bytes()), block.as_bytes());
         assert_eq!(
-            strip(block.as_bytes()),
+            strip_forged(&other, block.as_bytes()),
             b"Message-ID: <1@x>\r\nSubject: s\r\n"
         );
         let f = key.field("a\r\nB: c; tag=x", "");
