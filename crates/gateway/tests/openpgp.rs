@@ -529,3 +529,61 @@ async fn protected_headers_hide_the_subject() -> Result<()> {
     assert!(find(&plain, b"protected-headers=\"v1\"").is_some());
     Ok(())
 }
+
+/// Allow/deny lists resolve groups from the account store: a member of a denied group
+/// gets encrypted mail unchanged, with the reason; others have it decrypted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decrypt_deny_by_group_from_the_account_store() -> Result<()> {
+    let mut h = Harness::start_with(|c| {
+        c.policy.decrypt_deny = vec!["@interns".parse().expect("pattern")];
+    })
+    .await?;
+    h.accounts.group_add("interns").await?;
+    h.accounts
+        .group_add_member("interns", "ivan@example.org")
+        .await?;
+    let mut ring = Vec::new();
+    for who in ["ivan@example.org", "dave@example.org"] {
+        let cert = h.keys().generate(KeySpec::new(who)).await?;
+        ring.extend_from_slice(postern_pgp::armored_public(&cert)?.as_bytes());
+    }
+    let carol = Gpg::new()?;
+    carol.import(&ring)?;
+    let ct = carol.run(
+        &[
+            "--armor",
+            "--encrypt",
+            "-r",
+            "ivan@example.org",
+            "-r",
+            "dave@example.org",
+        ],
+        b"Content-Type: text/plain\r\n\r\nfor both\r\n",
+    )?;
+    let mut mail = b"From: carol@partner.example\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
+    mail.extend_from_slice(&crlf(&ct));
+    mail.extend_from_slice(b"\r\n--b--\r\n");
+    let (code, _) = h
+        .send(
+            "carol@partner.example",
+            &["ivan@example.org", "dave@example.org"],
+            &mail,
+        )
+        .await?;
+    assert_eq!(code, 250);
+    for _ in 0..2 {
+        let got = h.sink.next().await?;
+        let note = header(&got.data, "x-postern-pgp").context("note")?;
+        match got.rcpts[0].as_str() {
+            "ivan@example.org" => {
+                assert!(note.starts_with("not-decrypted; reason=policy"), "{note}");
+                assert_eq!(without_first_line(&got.data), mail.as_slice());
+            }
+            _ => {
+                assert!(note.starts_with("decrypted;"), "{note}");
+                assert!(find(&got.data, b"for both").is_some());
+            }
+        }
+    }
+    Ok(())
+}

@@ -268,3 +268,27 @@ fn big_mail(size: usize) -> Vec<u8> {
     }
     out
 }
+
+/// SMTPUTF8 and 8BITMIME: a UTF-8 envelope and raw UTF-8 headers pass through intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtputf8_envelope_and_headers_pass() -> Result<()> {
+    let mut h = Harness::start().await?;
+    let mail = "From: Jösé <jösé@example.org>\r\nTo: 友達@other.example\r\nSubject: Grüße 日本\r\n\r\nKöln\r\n".as_bytes();
+    let mut c = Client::connect(h.addr).await?;
+    c.cmd("EHLO mx").await?;
+    assert_eq!(
+        c.cmd("MAIL FROM:<jösé@example.org> BODY=8BITMIME SMTPUTF8")
+            .await?
+            .0,
+        250
+    );
+    assert_eq!(c.cmd("RCPT TO:<友達@other.example>").await?.0, 250);
+    assert_eq!(c.cmd("DATA").await?.0, 354);
+    c.write(&stuff(mail)).await?;
+    assert_eq!(c.reply().await?.0, 250);
+    let got = h.sink.next().await?;
+    assert_eq!(got.from, "jösé@example.org");
+    assert_eq!(got.rcpts, vec!["友達@other.example"]);
+    assert_eq!(got.data, mail);
+    Ok(())
+}
