@@ -90,6 +90,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::CheckConfig => {
                 println!("config OK: domains {}", config.domain_names().join(", "));
                 println!("database: {}", config.database_url());
+                if config.gateway.enabled {
+                    println!(
+                        "gateway: SMTP in {} -> next hop {}",
+                        config.gateway.listen, config.gateway.next_hop
+                    );
+                }
                 Ok(())
             }
             Command::Account(cmd) => account(&config, cmd).await,
