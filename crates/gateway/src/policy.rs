@@ -93,8 +93,12 @@ pub enum Treatment {
     Decrypt,
     /// Signatures verified, mail unchanged but for the trace header.
     Verify,
-    /// Kept in quarantine (missing key, policy `hold`).
-    Hold,
+    /// Kept in quarantine (missing key, policy `hold`), as the plain copy would have been
+    /// sent: signed if `sign`.
+    Hold {
+        /// Sign it (`multipart/signed`) before holding.
+        sign: bool,
+    },
     /// The whole mail is refused (missing key, policy `reject`).
     Reject,
 }
@@ -190,7 +194,7 @@ fn outbound(cfg: &PolicyConfig, facts: &Facts, r: &Recipient) -> Treatment {
     match missing_key_action(cfg, &r.party) {
         MissingKey::Plain => plain(),
         MissingKey::Reject => Treatment::Reject,
-        MissingKey::Hold => Treatment::Hold,
+        MissingKey::Hold => Treatment::Hold { sign },
     }
 }
 
@@ -357,7 +361,10 @@ mod tests {
         assert_eq!(
             t(&plan(&cfg, &f)),
             // First match wins: `bank.example` comes before the friend's own rule.
-            vec![(Treatment::Reject, vec![0, 2]), (Treatment::Hold, vec![1])]
+            vec![
+                (Treatment::Reject, vec![0, 2]),
+                (Treatment::Hold { sign: false }, vec![1])
+            ]
         );
 
         // encrypt_deny on the recipient's domain: no encryption, no missing-key action.

@@ -183,7 +183,7 @@ async fn run(gw: &Gateway, env: &Envelope, spooled: Arc<Spooled>) -> Result<Repl
     for c in &plan {
         let rcpts: Vec<String> = c.recipients.iter().map(|&i| env.rcpts[i].clone()).collect();
         let content = build(gw, env, &parsed, message.as_ref(), &facts, c).await?;
-        if c.treatment == Treatment::Hold {
+        if matches!(c.treatment, Treatment::Hold { .. }) {
             holds.push((rcpts, content));
         } else {
             copies.push(Copy {
@@ -347,7 +347,7 @@ async fn build(
     let protected = gw.config.policy.protected_headers;
     match &copy.treatment {
         Treatment::Pass { note } => Ok(parsed.passthrough(note.map(field))),
-        Treatment::Hold => Ok(parsed.passthrough(None)),
+        Treatment::Hold { sign: false } => Ok(parsed.passthrough(None)),
         Treatment::Reject => Ok(parsed.passthrough(None)),
         Treatment::Encrypt { sign } => {
             let msg = need()?;
@@ -383,7 +383,7 @@ async fn build(
                 },
             ))
         }
-        Treatment::Sign => {
+        Treatment::Sign | Treatment::Hold { sign: true } => {
             let msg = need()?;
             let Some(signer) = gw.keys.signing_cert(&env.from).await? else {
                 return Ok(parsed.passthrough(None));
@@ -558,7 +558,7 @@ fn treatment_name(t: &Treatment) -> &'static str {
         Treatment::Sign => "signed",
         Treatment::Decrypt => "decrypted",
         Treatment::Verify => "verified",
-        Treatment::Hold => "held",
+        Treatment::Hold { .. } => "held",
         Treatment::Reject => "rejected",
     }
 }

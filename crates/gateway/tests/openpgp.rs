@@ -394,6 +394,24 @@ async fn missing_key_reject_and_hold_with_release() -> Result<()> {
     assert_eq!(released.rcpts, vec!["nokey@other.example"]);
     assert_eq!(released.data, mail);
     assert!(h.gateway.quarantine.list()?.is_empty());
+
+    // With a key, Alice's held copy is what `plain` would have sent: signed.
+    h.keys().generate(KeySpec::new("alice@example.org")).await?;
+    let (code, _) = h
+        .send("alice@example.org", &["other@other.example"], &mail)
+        .await?;
+    assert_eq!(code, 250);
+    let held = h.gateway.quarantine.list()?;
+    h.gateway
+        .quarantine
+        .release(&held[0].id, &h.gateway.next_hop)
+        .await?;
+    let released = h.sink.next().await?;
+    assert!(released.data.starts_with(b"X-Postern-PGP: signed;"));
+    assert_eq!(
+        param(&released.data, "protocol")?,
+        "application/pgp-signature"
+    );
     Ok(())
 }
 
