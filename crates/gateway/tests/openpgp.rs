@@ -520,6 +520,20 @@ async fn inbound_signed_mail_is_verified_and_tampering_is_marked() -> Result<()>
     assert!(note.starts_with("verified; signature=good "), "{note}");
     assert_eq!(without_first_line(&got), mail.as_slice());
 
+    // Cleartext-signed (inline) text is verified too.
+    let clear = crlf(&carol.run(
+        &["--clearsign", "-u", "carol@partner.example"],
+        b"Inline, signed.\n",
+    )?);
+    let mut inline = b"From: carol@partner.example\r\nTo: dave@example.org\r\nSubject: inline signed\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+    inline.extend_from_slice(&clear);
+    h.send("carol@partner.example", &["dave@example.org"], &inline)
+        .await?;
+    let got = h.sink.next().await?.data;
+    let note = header(&got, "x-postern-pgp").context("note")?;
+    assert!(note.starts_with("verified; signature=good "), "{note}");
+    assert_eq!(without_first_line(&got), inline.as_slice());
+
     let tampered: Vec<u8> = String::from_utf8(mail)?
         .replace("Signed by Carol.", "Signed by Eve..")
         .into_bytes();
