@@ -112,6 +112,9 @@ direct_tls = ["{self.host}:{self.direct_tls_port}"]
 
 [xmpp.limits]
 handshake_timeout = "20s"
+
+[gateway]
+enabled = false
 """
         )
 
