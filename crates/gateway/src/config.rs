@@ -62,6 +62,8 @@ pub struct GatewayConfig {
     pub policy: PolicyConfig,
     /// Keys generated for local users (`postern pgp keygen` defaults and `auto_keygen`).
     pub keygen: KeygenConfig,
+    /// Content-filter rules (`[[gateway.rules]]`), in evaluation order.
+    pub rules: Vec<crate::rules::Rule>,
 }
 
 /// How the gateway decides that a sender is one of ours (never by the From header).
@@ -166,6 +168,7 @@ impl Default for GatewayConfig {
             trusted_networks: vec![Network::loopback_v4(), Network::loopback_v6()],
             policy: PolicyConfig::default(),
             keygen: KeygenConfig::default(),
+            rules: Vec::new(),
         }
     }
 }
@@ -253,6 +256,7 @@ impl GatewayConfig {
                     .into(),
             );
         }
+        out.extend(crate::rules::problems(&self.rules));
         out
     }
 }

@@ -9,7 +9,9 @@
 //!    which is written to the [`spool`] as it arrives.
 //! 2. [`process`]: reads the header block, checks the [`trace`] header (a mail processed
 //!    here before passes untouched; forged trace fields are removed), decides who is a
-//!    local sender ([`trust`]), gathers each recipient's keys from the [`keystore`] and
+//!    local sender ([`trust`]), evaluates the content-filter [`rules`] once (which may
+//!    edit the header, redirect, delete, or turn encryption/signing/decryption on, and add
+//!    notes and copies that ride in the same relay transaction), gathers each recipient's keys from the [`keystore`] and
 //!    groups from the account store, and asks [`policy`] for the copies. Only copies that
 //!    are transformed load the message into memory; pass-through copies stream from disk.
 //! 3. [`relay`]: every copy goes to the next hop; the MTA gets `250` only after the next
@@ -41,6 +43,7 @@ pub mod process;
 pub mod quarantine;
 pub mod relay;
 pub mod reply;
+pub mod rules;
 pub mod serverkey;
 pub mod smtp_in;
 pub mod spool;

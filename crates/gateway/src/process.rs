@@ -21,6 +21,7 @@ use crate::policy::{self, CopyPlan, Facts, Format, Treatment};
 use crate::quarantine::Held;
 use crate::relay::{self, Content, Copy};
 use crate::reply::Reply;
+use crate::rules::{self, Outcome};
 use crate::spool::Spooled;
 use crate::trace;
 use crate::trust::{self, Evidence};
@@ -116,7 +117,7 @@ async fn run(gw: &Gateway, env: &Envelope, spooled: Arc<Spooled>) -> Result<Repl
             "removed X-Postern-PGP fields we did not write"
         );
     }
-    let parsed = Parsed {
+    let mut parsed = Parsed {
         spooled,
         header: if seen.forged > 0 {
             trace::strip_forged(&gw.trace_key, &fields)
@@ -130,14 +131,48 @@ async fn run(gw: &Gateway, env: &Envelope, spooled: Arc<Spooled>) -> Result<Repl
         tracing::info!("processed here before (loop); passing untouched");
     }
 
+    // Content-filter rules, once per message; never on a mail we processed before (nor
+    // on our own notes, which carry our trace field).
+    let outcome = match seen.ours || gw.config.rules.is_empty() {
+        true => Outcome::default(),
+        false => evaluate_rules(gw, env, &parsed).await?,
+    };
+    if !outcome.is_empty() {
+        tracing::info!(rules = %outcome.summary(), "content-filter rules");
+        parsed.header = rules::apply::edit_header(&parsed.header, &outcome);
+    }
+    if let Some(rule) = &outcome.deleted_by {
+        // Logged before anything else happens: the mail exists only in this line now.
+        tracing::info!(rule = %rule, from = %env.from, rcpts = ?env.rcpts, "deleted by content-filter rule");
+        let extras = rule_copies(gw, env, &parsed, &outcome);
+        return Ok(
+            match relay::deliver(&gw.next_hop, &extras, &env.xforward).await {
+                Ok(()) => Reply::new(250, "2.0.0", format!("Ok: deleted by rule {rule:?}")),
+                Err(reply) => reply,
+            },
+        );
+    }
+    let redirected;
+    let env = match outcome.redirect.is_empty() {
+        true => env,
+        false => {
+            redirected = Envelope {
+                rcpts: outcome.redirect.clone(),
+                ..env.clone()
+            };
+            &redirected
+        }
+    };
+    let policy_cfg = rules::apply::policy(&gw.config.policy, &outcome);
+
     let mut facts = gather(gw, env, &fields, seen.ours).await?;
-    let mut plan = policy::plan(&gw.config.policy, &facts.facts);
+    let mut plan = policy::plan(&policy_cfg, &facts.facts);
     let mut message: Option<Arc<Vec<u8>>> = None;
     // Inline PGP hides in the body: look for an armor line (streaming, memory bounded)
     // before loading a plain mail to local recipients.
     let inline_candidate = facts.facts.format == Format::Plain
         && !facts.facts.looped
-        && gw.config.policy.decrypt
+        && policy_cfg.decrypt
         && facts.facts.recipients.iter().any(|r| r.local)
         && parsed
             .spooled
@@ -154,7 +189,7 @@ async fn run(gw: &Gateway, env: &Envelope, spooled: Arc<Spooled>) -> Result<Repl
             };
             if format != Format::Plain {
                 facts.facts.format = format;
-                plan = policy::plan(&gw.config.policy, &facts.facts);
+                plan = policy::plan(&policy_cfg, &facts.facts);
             }
         }
         message = Some(Arc::new(full));
@@ -213,6 +248,8 @@ async fn run(gw: &Gateway, env: &Envelope, spooled: Arc<Spooled>) -> Result<Repl
         held_ids.push(tokio::task::spawn_blocking(move || q.hold(&bytes, &held)).await??);
     }
 
+    let main_copies = copies.len();
+    copies.extend(rule_copies(gw, env, &parsed, &outcome));
     match relay::deliver(&gw.next_hop, &copies, &env.xforward).await {
         Ok(()) => {
             let what: Vec<String> = plan
@@ -224,7 +261,7 @@ async fn run(gw: &Gateway, env: &Envelope, spooled: Arc<Spooled>) -> Result<Repl
                 "2.0.0",
                 format!(
                     "Ok: {} ({})",
-                    plural(copies.len(), "copy", "copies"),
+                    plural(main_copies, "copy", "copies"),
                     what.join(", ")
                 ),
             ))
@@ -237,6 +274,68 @@ async fn run(gw: &Gateway, env: &Envelope, spooled: Arc<Spooled>) -> Result<Repl
             Ok(reply)
         }
     }
+}
+
+/// Evaluates the content-filter rules; the body is read only when a rule looks at it.
+async fn evaluate_rules(
+    gw: &Gateway,
+    env: &Envelope,
+    parsed: &Parsed,
+) -> Result<Outcome, GatewayError> {
+    let whole = match rules::needs_body(&gw.config.rules) {
+        true => Some(parsed.load().await?),
+        false => None,
+    };
+    let mut format = header_format(&parsed.header);
+    if let Some(w) = &whole
+        && format == Format::Plain
+    {
+        format = match postern_pgp::detect(w) {
+            PgpFormat::InlineEncrypted => Format::Encrypted,
+            PgpFormat::InlineSigned => Format::Signed,
+            _ => Format::Plain,
+        };
+    }
+    let sender = party(gw, &env.from).await;
+    let mut recipients = Vec::with_capacity(env.rcpts.len());
+    for r in &env.rcpts {
+        recipients.push(party(gw, r).await);
+    }
+    let mail = rules::mail_facts(
+        sender,
+        recipients,
+        &parsed.header,
+        whole.as_deref(),
+        parsed.spooled.len(),
+        format,
+    );
+    Ok(rules::evaluate(&gw.config.rules, &mail))
+}
+
+/// The copies the rules add: the mail (header edits applied) to `copy_to` addresses, and
+/// notes from the null sender. They go in the same relay transaction as the mail.
+fn rule_copies(gw: &Gateway, env: &Envelope, parsed: &Parsed, outcome: &Outcome) -> Vec<Copy> {
+    let mut out = Vec::new();
+    if !outcome.copy_to.is_empty() {
+        out.push(Copy {
+            from: env.from.clone(),
+            rcpts: outcome.copy_to.clone(),
+            content: parsed.passthrough(None),
+            eight_bit: env.eight_bit,
+            smtputf8: env.smtputf8,
+        });
+    }
+    for note in &outcome.notes {
+        let bytes = rules::apply::note_message(note, &gw.hostname, &gw.trace_key);
+        out.push(Copy {
+            from: String::new(),
+            rcpts: vec![note.to.clone()],
+            content: Content::Bytes(Arc::new(bytes)),
+            eight_bit: true,
+            smtputf8: !note.to.is_ascii(),
+        });
+    }
+    out
 }
 
 /// Facts for the policy plus the certs found along the way.
