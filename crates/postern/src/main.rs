@@ -42,6 +42,9 @@ enum Command {
     /// List, release or delete mail held by the gateway.
     #[command(subcommand)]
     Quarantine(cli::quarantine::QuarantineCmd),
+    /// List the gateway's content-filter rules, or dry-run them on a message.
+    #[command(subcommand)]
+    Rules(cli::rules::RulesCmd),
 }
 
 #[derive(Subcommand)]
@@ -102,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Group(cmd) => cli::group::run(&config, cmd).await,
             Command::Pgp(cmd) => cli::pgp::run(&config, cmd).await,
             Command::Quarantine(cmd) => cli::quarantine::run(&config, cmd).await,
+            Command::Rules(cmd) => cli::rules::run(&config, cmd).await,
         }
     })
 }

@@ -111,6 +111,31 @@ impl Action {
     }
 }
 
+impl std::fmt::Display for Action {
+    /// As `postern rules list` shows it: the config key and its value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Encrypt(on) => write!(f, "encrypt={on}"),
+            Action::Sign(on) => write!(f, "sign={on}"),
+            Action::Decrypt(on) => write!(f, "decrypt={on}"),
+            Action::AddHeader(h) => write!(f, "add_header={h:?}"),
+            Action::RemoveHeader(h) => write!(f, "remove_header={h}"),
+            Action::Delete(on) => write!(f, "delete={on}"),
+            Action::NotifySender(n) => write!(f, "notify_sender={:?}", n.subject),
+            Action::Notify(n) => write!(
+                f,
+                "notify={}:{:?}",
+                n.to.as_deref().unwrap_or_default(),
+                n.subject
+            ),
+            Action::CopyTo(a) => write!(f, "copy_to={a}"),
+            Action::Redirect(a) => write!(f, "redirect={a}"),
+            Action::Skip(n) => write!(f, "skip={n}"),
+            Action::Stop(on) => write!(f, "stop={on}"),
+        }
+    }
+}
+
 /// RFC 5322 field name: printable ASCII but colon and space.
 fn valid_field_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')

@@ -1,6 +1,7 @@
 //! Admin commands beyond accounts, one file per command family: `pgp`, `group`,
-//! `quarantine`. Each works on the same store and data dir as `postern serve`.
+//! `quarantine`, `rules`. Each works on the same store and data dir as `postern serve`.
 
 pub mod group;
 pub mod pgp;
 pub mod quarantine;
+pub mod rules;
