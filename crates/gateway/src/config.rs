@@ -62,6 +62,8 @@ pub struct GatewayConfig {
     pub policy: PolicyConfig,
     /// Keys generated for local users (`postern pgp keygen` defaults and `auto_keygen`).
     pub keygen: KeygenConfig,
+    /// Autocrypt headers: sent with local users' mail, learned from outside senders'.
+    pub autocrypt: AutocryptConfig,
     /// Content-filter rules (`[[gateway.rules]]`), in evaluation order.
     pub rules: Vec<crate::rules::Rule>,
 }
@@ -132,6 +134,27 @@ pub struct PolicyConfig {
     pub auto_keygen: bool,
 }
 
+/// The `[gateway.autocrypt]` section (Autocrypt Level 1, see `autocrypt.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutocryptConfig {
+    /// Add an `Autocrypt:` header with the sender's minimal key to outbound mail of local
+    /// senders whose key is held here.
+    pub send: bool,
+    /// Import keys from `Autocrypt:` headers of outside senders (never for served
+    /// domains, never over a newer key).
+    pub learn: bool,
+}
+
+impl Default for AutocryptConfig {
+    fn default() -> Self {
+        Self {
+            send: true,
+            learn: true,
+        }
+    }
+}
+
 /// The `[gateway.keygen]` section: defaults for generated keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -168,6 +191,7 @@ impl Default for GatewayConfig {
             trusted_networks: vec![Network::loopback_v4(), Network::loopback_v6()],
             policy: PolicyConfig::default(),
             keygen: KeygenConfig::default(),
+            autocrypt: AutocryptConfig::default(),
             rules: Vec::new(),
         }
     }

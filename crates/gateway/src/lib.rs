@@ -33,6 +33,7 @@
 //! secret sealing users' keys), [`error`].
 
 pub mod access;
+pub mod autocrypt;
 pub mod config;
 pub mod envelope;
 pub mod error;

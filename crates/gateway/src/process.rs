@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::Gateway;
 use crate::access::{self, Party};
+use crate::autocrypt;
 use crate::envelope::Envelope;
 use crate::error::GatewayError;
 use crate::header::{self, HeaderBlock};
@@ -166,6 +167,9 @@ async fn run(gw: &Gateway, env: &Envelope, spooled: Arc<Spooled>) -> Result<Repl
     let policy_cfg = rules::apply::policy(&gw.config.policy, &outcome);
 
     let mut facts = gather(gw, env, &fields, seen.ours).await?;
+    if !seen.ours {
+        exchange_autocrypt(gw, env, &mut parsed, &facts).await;
+    }
     let mut plan = policy::plan(&policy_cfg, &facts.facts);
     let mut message: Option<Arc<Vec<u8>>> = None;
     // Inline PGP hides in the body: look for an armor line (streaming, memory bounded)
@@ -273,6 +277,23 @@ async fn run(gw: &Gateway, env: &Envelope, spooled: Arc<Spooled>) -> Result<Repl
             }
             Ok(reply)
         }
+    }
+}
+
+/// Autocrypt: learns an outside sender's key from their header, and adds a local sender's
+/// own header to mail that leaves for the outside.
+async fn exchange_autocrypt(gw: &Gateway, env: &Envelope, parsed: &mut Parsed, g: &Gathered) {
+    let cfg = &gw.config.autocrypt;
+    if cfg.learn && !g.facts.sender.local {
+        autocrypt::learn(gw, &parsed.header).await;
+    }
+    if cfg.send
+        && g.facts.sender.local
+        && g.facts.recipients.iter().any(|r| !r.local)
+        && let Some(cert) = &g.sender_cert
+        && let Some(field) = autocrypt::outbound_field(&parsed.header, &env.from, cert)
+    {
+        parsed.header.extend_from_slice(field.as_bytes());
     }
 }
 

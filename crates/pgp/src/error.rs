@@ -55,6 +55,10 @@ pub enum PgpError {
         got: usize,
     },
 
+    /// The cert has no valid user ID for the address a caller needs (Autocrypt).
+    #[error("certificate {0} has no valid user ID for {1}")]
+    NoUserIdFor(Fingerprint, String),
+
     /// The user ID has no e-mail address in it.
     #[error("user ID {0:?} holds no e-mail address")]
     NoAddress(String),

@@ -9,6 +9,7 @@
 //! - [`cert`]: parsing keyrings, armoring, addresses, choosing the key to encrypt
 //!   to, revocation.
 //! - [`atrest`]: sealing secret certs with the server key for storage.
+//! - [`autocrypt`]: the minimal cert an `Autocrypt:` header carries.
 //! - [`encrypt`](mod@encrypt), [`decrypt`](mod@decrypt), [`sign`], [`verify`]: the OpenPGP operations, streaming
 //!   where the gateway streams.
 //! - [`pgpmime`]: whole mails: build `multipart/encrypted` and `multipart/signed`,
@@ -32,6 +33,7 @@
 //! All validity decisions use Sequoia's `StandardPolicy` at the current time.
 
 pub mod atrest;
+pub mod autocrypt;
 pub mod cert;
 pub mod decrypt;
 pub mod encrypt;
@@ -43,6 +45,7 @@ pub mod sign;
 pub mod verify;
 
 pub use atrest::{ServerKey, seal, unlock, unseal};
+pub use autocrypt::autocrypt_keydata;
 pub use cert::{
     RevocationReason, addresses, armored_public, armored_secret, can_encrypt, is_revoked,
     parse_certs, revoke, select_encryption_cert,
