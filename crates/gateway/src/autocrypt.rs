@@ -111,54 +111,12 @@ pub async fn learn(gw: &Gateway, block: &[u8]) {
     let [h] = found.as_slice() else {
         return;
     };
-    match import(gw, &from, &h.keydata).await {
+    match crate::learn::outside_key(gw, &from, &h.keydata).await {
         Ok(Some(what)) => {
-            tracing::info!(address = %from, %what, "learned key from Autocrypt header")
+            tracing::info!(address = %from, ?what, "learned key from Autocrypt header")
         }
         Ok(None) => {}
         Err(why) => tracing::info!(address = %from, %why, "Autocrypt key not imported"),
-    }
-}
-
-async fn import(gw: &Gateway, addr: &str, keydata: &[u8]) -> Result<Option<String>, String> {
-    let certs = postern_pgp::parse_certs(keydata).map_err(|e| e.to_string())?;
-    let [cert] = certs.as_slice() else {
-        return Err("keydata holds more than one cert".into());
-    };
-    let cert = cert
-        .clone()
-        .strip_secret_key_material()
-        .retain_userids(|u| {
-            u.userid()
-                .email_normalized()
-                .ok()
-                .flatten()
-                .is_some_and(|e| e == addr)
-        })
-        .retain_user_attributes(|_| false);
-    if !postern_pgp::addresses(&cert).iter().any(|a| a == addr) {
-        return Err("no user ID for the address".into());
-    }
-    if !postern_pgp::can_encrypt(&cert, std::time::SystemTime::now()) {
-        return Err("no usable encryption key".into());
-    }
-    let stored = gw
-        .keys
-        .public_certs(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let created = cert.primary_key().key().creation_time();
-    let same = stored.iter().any(|c| c.fingerprint() == cert.fingerprint());
-    if !same
-        && stored
-            .iter()
-            .any(|c| c.primary_key().key().creation_time() > created)
-    {
-        return Err("a newer key is stored for the address".into());
-    }
-    match gw.keys.put(cert).await.map_err(|e| e.to_string())? {
-        crate::Imported::Unchanged(_) => Ok(None),
-        other => Ok(Some(format!("{other:?}"))),
     }
 }
 

@@ -64,6 +64,8 @@ pub struct GatewayConfig {
     pub keygen: KeygenConfig,
     /// Autocrypt headers: sent with local users' mail, learned from outside senders'.
     pub autocrypt: AutocryptConfig,
+    /// Keys attached to mail (`application/pgp-keys`).
+    pub attached_keys: AttachedKeysConfig,
     /// Content-filter rules (`[[gateway.rules]]`), in evaluation order.
     pub rules: Vec<crate::rules::Rule>,
 }
@@ -155,6 +157,21 @@ impl Default for AutocryptConfig {
     }
 }
 
+/// The `[gateway.attached_keys]` section (see `attached_keys.rs` and `learn.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttachedKeysConfig {
+    /// Import `application/pgp-keys` parts: every key from a local (authenticated)
+    /// sender; from anyone else only a key whose user ID is their From address.
+    pub import: bool,
+}
+
+impl Default for AttachedKeysConfig {
+    fn default() -> Self {
+        Self { import: true }
+    }
+}
+
 /// The `[gateway.keygen]` section: defaults for generated keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -192,6 +209,7 @@ impl Default for GatewayConfig {
             policy: PolicyConfig::default(),
             keygen: KeygenConfig::default(),
             autocrypt: AutocryptConfig::default(),
+            attached_keys: AttachedKeysConfig::default(),
             rules: Vec::new(),
         }
     }

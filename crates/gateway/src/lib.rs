@@ -33,12 +33,14 @@
 //! secret sealing users' keys), [`error`].
 
 pub mod access;
+pub mod attached_keys;
 pub mod autocrypt;
 pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod header;
 pub mod keystore;
+pub mod learn;
 pub mod policy;
 pub mod process;
 pub mod quarantine;

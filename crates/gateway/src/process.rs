@@ -14,7 +14,6 @@ use tracing::Instrument;
 
 use crate::Gateway;
 use crate::access::{self, Party};
-use crate::autocrypt;
 use crate::envelope::Envelope;
 use crate::error::GatewayError;
 use crate::header::{self, HeaderBlock};
@@ -26,6 +25,7 @@ use crate::rules::{self, Outcome};
 use crate::spool::Spooled;
 use crate::trace;
 use crate::trust::{self, Evidence};
+use crate::{attached_keys, autocrypt, learn};
 
 /// The most of a message read to find its header block.
 const HEADER_MAX: usize = 1024 * 1024;
@@ -169,6 +169,7 @@ async fn run(gw: &Gateway, env: &Envelope, spooled: Arc<Spooled>) -> Result<Repl
     let mut facts = gather(gw, env, &fields, seen.ours).await?;
     if !seen.ours {
         exchange_autocrypt(gw, env, &mut parsed, &facts).await;
+        import_attached_keys(gw, &parsed, &facts).await?;
     }
     let mut plan = policy::plan(&policy_cfg, &facts.facts);
     let mut message: Option<Arc<Vec<u8>>> = None;
@@ -295,6 +296,46 @@ async fn exchange_autocrypt(gw: &Gateway, env: &Envelope, parsed: &mut Parsed, g
     {
         parsed.header.extend_from_slice(field.as_bytes());
     }
+}
+
+/// Imports `application/pgp-keys` parts as `learn.rs` allows: all from a local sender,
+/// otherwise only a key for the From address. The body is read only when the spooled mail
+/// mentions `pgp-keys` at all.
+async fn import_attached_keys(
+    gw: &Gateway,
+    parsed: &Parsed,
+    g: &Gathered,
+) -> Result<(), GatewayError> {
+    if !gw.config.attached_keys.import
+        || !parsed
+            .spooled
+            .contains(attached_keys::MARKER)
+            .await
+            .map_err(|e| GatewayError::io("reading the spooled message", e))?
+    {
+        return Ok(());
+    }
+    let whole = parsed.load().await?;
+    let from = autocrypt::from_address(&parsed.header);
+    for part in attached_keys::key_parts(&whole) {
+        if g.facts.sender.local {
+            for r in learn::from_local_sender(gw, &part).await {
+                match r {
+                    Ok(what) => tracing::info!(?what, "imported attached key from local sender"),
+                    Err(why) => tracing::info!(%why, "attached key not imported"),
+                }
+            }
+        } else if let Some(from) = &from {
+            match learn::outside_key(gw, from, &part).await {
+                Ok(Some(what)) => {
+                    tracing::info!(address = %from, ?what, "imported the sender's attached key")
+                }
+                Ok(None) => {}
+                Err(why) => tracing::info!(address = %from, %why, "attached key not imported"),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Evaluates the content-filter rules; the body is read only when a rule looks at it.
