@@ -66,6 +66,8 @@ pub struct GatewayConfig {
     pub autocrypt: AutocryptConfig,
     /// Keys attached to mail (`application/pgp-keys`).
     pub attached_keys: AttachedKeysConfig,
+    /// Answering key requests by mail.
+    pub key_requests: KeyRequestsConfig,
     /// Content-filter rules (`[[gateway.rules]]`), in evaluation order.
     pub rules: Vec<crate::rules::Rule>,
 }
@@ -172,6 +174,32 @@ impl Default for AttachedKeysConfig {
     }
 }
 
+/// The `[gateway.key_requests]` section (see `key_request.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyRequestsConfig {
+    /// Answer key requests at all.
+    pub enabled: bool,
+    /// Text in the Subject that makes a mail to a local user a key request.
+    pub subject_token: String,
+    /// Answers per requesting address and window; more are not answered.
+    pub per_sender: u32,
+    /// The window for `per_sender`.
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+}
+
+impl Default for KeyRequestsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            subject_token: "[pgp-key-request]".into(),
+            per_sender: 5,
+            window: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// The `[gateway.keygen]` section: defaults for generated keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -210,6 +238,7 @@ impl Default for GatewayConfig {
             keygen: KeygenConfig::default(),
             autocrypt: AutocryptConfig::default(),
             attached_keys: AttachedKeysConfig::default(),
+            key_requests: KeyRequestsConfig::default(),
             rules: Vec::new(),
         }
     }
@@ -297,6 +326,9 @@ impl GatewayConfig {
                  use a loopback `listen` address or `local_senders = \"authenticated\"`"
                     .into(),
             );
+        }
+        if self.key_requests.enabled && self.key_requests.subject_token.trim().is_empty() {
+            out.push("gateway.key_requests.subject_token: must not be empty".into());
         }
         out.extend(crate::rules::problems(&self.rules));
         out

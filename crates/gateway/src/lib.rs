@@ -39,6 +39,7 @@ pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod header;
+pub mod key_request;
 pub mod keystore;
 pub mod learn;
 pub mod policy;
@@ -96,6 +97,8 @@ pub struct Inner {
     pub connections: Arc<Semaphore>,
     /// Addresses whose automatic key generation is under way (never two keys at once).
     pub keygen_in_flight: Mutex<HashSet<String>>,
+    /// Key-request answers per sender (`[gateway.key_requests]`).
+    pub key_requests: key_request::Limiter,
 }
 
 impl std::ops::Deref for Gateway {
@@ -141,6 +144,7 @@ impl Gateway {
             next_hop,
             config,
             keygen_in_flight: Mutex::new(HashSet::new()),
+            key_requests: key_request::Limiter::default(),
         })))
     }
 

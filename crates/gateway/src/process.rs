@@ -25,7 +25,7 @@ use crate::rules::{self, Outcome};
 use crate::spool::Spooled;
 use crate::trace;
 use crate::trust::{self, Evidence};
-use crate::{attached_keys, autocrypt, learn};
+use crate::{attached_keys, autocrypt, key_request, learn};
 
 /// The most of a message read to find its header block.
 const HEADER_MAX: usize = 1024 * 1024;
@@ -255,6 +255,9 @@ async fn run(gw: &Gateway, env: &Envelope, spooled: Arc<Spooled>) -> Result<Repl
 
     let main_copies = copies.len();
     copies.extend(rule_copies(gw, env, &parsed, &outcome));
+    if !seen.ours {
+        copies.extend(key_request_answers(gw, env, &parsed, &facts).await?);
+    }
     match relay::deliver(&gw.next_hop, &copies, &env.xforward).await {
         Ok(()) => {
             let what: Vec<String> = plan
@@ -336,6 +339,46 @@ async fn import_attached_keys(
         }
     }
     Ok(())
+}
+
+/// Answers to a key request (`key_request.rs`): one per local recipient with a usable key,
+/// within the sender's rate limit.
+async fn key_request_answers(
+    gw: &Gateway,
+    env: &Envelope,
+    parsed: &Parsed,
+    g: &Gathered,
+) -> Result<Vec<Copy>, GatewayError> {
+    let cfg = &gw.config.key_requests;
+    if !cfg.enabled || !key_request::is_request(&parsed.header, &env.from, &cfg.subject_token) {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for r in g.facts.recipients.iter().filter(|r| r.local) {
+        let owner = &r.party.address;
+        let Some(cert) = gw.keys.encryption_cert(owner).await? else {
+            continue;
+        };
+        if !gw.key_requests.allow(&env.from, cfg.per_sender, cfg.window) {
+            tracing::info!(requester = %env.from, "key request not answered: rate limit");
+            break;
+        }
+        let armored = postern_pgp::armored_public(&cert)?;
+        tracing::info!(requester = %env.from, owner = %owner, "answering key request");
+        out.push(Copy {
+            from: String::new(),
+            rcpts: vec![env.from.clone()],
+            content: Content::Bytes(Arc::new(key_request::answer(
+                owner,
+                &env.from,
+                &armored,
+                &gw.trace_key,
+            ))),
+            eight_bit: false,
+            smtputf8: !env.from.is_ascii() || !owner.is_ascii(),
+        });
+    }
+    Ok(out)
 }
 
 /// Evaluates the content-filter rules; the body is read only when a rule looks at it.
