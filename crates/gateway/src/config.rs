@@ -68,6 +68,8 @@ pub struct GatewayConfig {
     pub attached_keys: AttachedKeysConfig,
     /// Answering key requests by mail.
     pub key_requests: KeyRequestsConfig,
+    /// Publishing local users' keys by Web Key Directory.
+    pub wkd: WkdConfig,
     /// Content-filter rules (`[[gateway.rules]]`), in evaluation order.
     pub rules: Vec<crate::rules::Rule>,
 }
@@ -200,6 +202,26 @@ impl Default for KeyRequestsConfig {
     }
 }
 
+/// The `[gateway.wkd]` section (see `wkd/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WkdConfig {
+    /// Serve WKD (off by default: it needs a public HTTPS address and DNS for
+    /// `openpgpkey.<domain>` or the domain itself).
+    pub enabled: bool,
+    /// HTTPS listener (behind a reverse proxy or port forward from 443).
+    pub listen: SocketAddr,
+}
+
+impl Default for WkdConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 5443)),
+        }
+    }
+}
+
 /// The `[gateway.keygen]` section: defaults for generated keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -239,6 +261,7 @@ impl Default for GatewayConfig {
             autocrypt: AutocryptConfig::default(),
             attached_keys: AttachedKeysConfig::default(),
             key_requests: KeyRequestsConfig::default(),
+            wkd: WkdConfig::default(),
             rules: Vec::new(),
         }
     }
@@ -326,6 +349,13 @@ impl GatewayConfig {
                  use a loopback `listen` address or `local_senders = \"authenticated\"`"
                     .into(),
             );
+        }
+        if self.enabled
+            && self.wkd.enabled
+            && self.wkd.listen.port() != 0
+            && self.wkd.listen == self.listen
+        {
+            out.push("gateway.wkd.listen: same address as the SMTP `listen`".into());
         }
         if self.key_requests.enabled && self.key_requests.subject_token.trim().is_empty() {
             out.push("gateway.key_requests.subject_token: must not be empty".into());

@@ -24,6 +24,9 @@ pub enum GatewayError {
     /// The account store failed.
     #[error(transparent)]
     Accounts(#[from] postern_accounts::AccountError),
+    /// The WKD listener's TLS setup failed (bad key, no domain).
+    #[error("WKD TLS: {0}")]
+    Tls(String),
     /// No key or quarantine item matches.
     #[error("not found: {0}")]
     NotFound(String),

@@ -167,6 +167,16 @@ impl KeyStore {
         Ok(outcome)
     }
 
+    /// Public certs of local users (secret held here) carrying `address`: what WKD
+    /// publishes (an admin-imported public key for a local address is not ours to publish).
+    pub async fn local_public_certs(&self, address: &str) -> Result<Vec<Cert>, GatewayError> {
+        let rows = self.store.pgp_certs_for(&address.to_lowercase()).await?;
+        rows.iter()
+            .filter(|r| r.local)
+            .map(|r| Ok(Cert::from_bytes(&r.public_cert).map_err(postern_pgp::PgpError::from)?))
+            .collect()
+    }
+
     /// Public certs carrying `address`.
     pub async fn public_certs(&self, address: &str) -> Result<Vec<Cert>, GatewayError> {
         let rows = self.store.pgp_certs_for(&address.to_lowercase()).await?;

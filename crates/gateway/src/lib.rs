@@ -53,6 +53,7 @@ pub mod smtp_in;
 pub mod spool;
 pub mod trace;
 pub mod trust;
+pub mod wkd;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

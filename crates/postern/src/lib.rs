@@ -45,6 +45,9 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
     gateway_task: Option<JoinHandle<()>>,
+    wkd_task: Option<JoinHandle<()>>,
+    /// Bound WKD (HTTPS) address, when enabled.
+    pub wkd: Option<SocketAddr>,
 }
 
 impl Running {
@@ -59,6 +62,9 @@ impl Running {
         let _ = self.task.await;
         if let Some(g) = self.gateway_task {
             let _ = g.await;
+        }
+        if let Some(w) = self.wkd_task {
+            let _ = w.await;
         }
     }
 
@@ -105,6 +111,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         task = tokio::spawn(server.serve(s, d, rx.clone()));
     }
     let (mut smtp, mut gateway, mut gateway_task) = (None, None, None);
+    let (mut wkd, mut wkd_task) = (None, None);
     if config.gateway.enabled {
         // The next hop is only contacted per mail: the gateway starts while it is down.
         let listener = TcpListener::bind(config.gateway.listen)
@@ -118,6 +125,28 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             accounts.clone(),
         )
         .context("setting up the OpenPGP gateway")?;
+        if config.gateway.wkd.enabled {
+            let listen = config.gateway.wkd.listen;
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding WKD {listen}"))?;
+            wkd = listener.local_addr().ok();
+            let ids = certs::identities(config)?
+                .into_iter()
+                .map(|id| postern_gateway::wkd::tls::Identity {
+                    domain: id.domain,
+                    chain: id.chain,
+                    key: id.key,
+                })
+                .collect();
+            let tls = postern_gateway::wkd::tls::server_config(ids)?;
+            wkd_task = Some(tokio::spawn(postern_gateway::wkd::server::serve(
+                g.clone(),
+                listener,
+                tls,
+                rx.clone(),
+            )));
+        }
         gateway_task = Some(tokio::spawn(g.clone().serve(listener, rx)));
         gateway = Some(g);
     }
@@ -130,5 +159,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         shutdown,
         task,
         gateway_task,
+        wkd_task,
+        wkd,
     })
 }

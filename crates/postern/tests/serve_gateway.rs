@@ -120,3 +120,50 @@ async fn serve_runs_the_gateway_and_relays_encrypted_mail() {
     assert!(text.contains("multipart/encrypted") && !text.contains("secret text"));
     running.stop().await;
 }
+
+/// With `[gateway.wkd] enabled`, `postern serve` publishes local keys over HTTPS with the
+/// domain's certificate (here the generated self-signed one): curl fetches Alice's key by
+/// the direct method. Needs curl (Debian: curl).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_publishes_local_keys_by_wkd() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "data_dir = \"{}\"\n[[domain]]\nname = \"example.org\"\n[xmpp]\nenabled = false\n[gateway]\nlisten = \"127.0.0.1:0\"\n[gateway.wkd]\nenabled = true\nlisten = \"127.0.0.1:0\"\n",
+        dir.path().display()
+    );
+    let config: Config = toml::from_str(&text).unwrap();
+    assert!(config.problems().is_empty(), "{:?}", config.problems());
+    let running = postern::start(&config).await.unwrap();
+    let port = running.wkd.expect("WKD listener").port();
+    let gateway = running.gateway.clone().expect("gateway handle");
+    let alice = gateway
+        .keys
+        .generate(KeySpec::new("alice@example.org"))
+        .await
+        .unwrap();
+    let (ca, _) = postern::certs::self_signed(dir.path(), "example.org").unwrap();
+    let url = format!(
+        "https://example.org:{port}/.well-known/openpgpkey/hu/{}?l=alice",
+        postern_gateway::wkd::hash("alice")
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sf", "--cacert"])
+            .arg(&ca)
+            .arg("--resolve")
+            .arg(format!("example.org:{port}:127.0.0.1"))
+            .arg(url)
+            .output()
+            .expect("curl must be installed (Debian: curl)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let served = postern_pgp::parse_certs(&out.stdout).unwrap();
+    assert_eq!(served[0].fingerprint(), alice.fingerprint());
+    running.stop().await;
+}

@@ -1,0 +1,127 @@
+//! WKD end to end: the real HTTPS listener with a certificate for example.org and
+//! openpgpkey.example.org; `curl` fetches Alice's key by the direct and the advanced
+//! method, `gpg` imports it, and the hash path is the one `gpg-wks-client
+//! --print-wkd-hash` computes. FAILS without curl, gpg and gpg-wks-client (Debian: curl,
+//! gnupg, gpg-wks-client).
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use common::*;
+use postern_gateway::wkd;
+use postern_pgp::KeySpec;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+const WKS_CLIENT: &str = "/usr/lib/gnupg/gpg-wks-client";
+
+fn tls(dir: &std::path::Path) -> Result<(Arc<rustls::ServerConfig>, std::path::PathBuf)> {
+    let key = rcgen::KeyPair::generate()?;
+    let params = rcgen::CertificateParams::new(vec![
+        "example.org".to_owned(),
+        "openpgpkey.example.org".to_owned(),
+    ])?;
+    let cert = params.self_signed(&key)?;
+    let pem = dir.join("ca.pem");
+    std::fs::write(&pem, cert.pem())?;
+    let config = wkd::tls::server_config(vec![wkd::tls::Identity {
+        domain: "example.org".into(),
+        chain: vec![cert.der().clone()],
+        key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    }])?;
+    Ok((config, pem))
+}
+
+/// `curl` over HTTPS with `host` resolved to the loopback listener; (status, body).
+fn curl(ca: &std::path::Path, host: &str, port: u16, path: &str) -> Result<(u16, Vec<u8>)> {
+    let out_file = ca.with_file_name(format!("body-{port}-{}", path.len()));
+    let o = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .args(["-o"])
+        .arg(&out_file)
+        .args(["-w", "%{http_code}"])
+        .arg(format!("https://{host}:{port}{path}"))
+        .output()
+        .context("curl must be installed (Debian: curl)")?;
+    if !o.status.success() {
+        bail!("curl failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let code: u16 = String::from_utf8_lossy(&o.stdout).trim().parse()?;
+    Ok((code, std::fs::read(&out_file).unwrap_or_default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_keys_are_published_by_wkd_over_https() -> Result<()> {
+    let h = Harness::start().await?;
+    let alice = h
+        .keys()
+        .generate(KeySpec::new("Alice <alice@example.org>"))
+        .await?;
+    // An outside key and an admin-imported public key for a local address are not published.
+    let other = Gpg::new()?;
+    let bob_key = other.generate("bob@example.org")?;
+    h.keys().import(&bob_key, None).await?;
+
+    let (config, ca) = tls(h.dir.path())?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let (_stop, rx) = watch::channel(false);
+    tokio::spawn(wkd::server::serve(h.gateway.clone(), listener, config, rx));
+
+    let o = Command::new(WKS_CLIENT)
+        .args(["--print-wkd-hash", "alice@example.org"])
+        .output()
+        .context("gpg-wks-client must be installed (Debian: gpg-wks-client)")?;
+    let printed = String::from_utf8_lossy(&o.stdout);
+    let gpg_hash = printed
+        .split_whitespace()
+        .next()
+        .context("no hash")?
+        .to_owned();
+    assert_eq!(gpg_hash, wkd::hash("alice"));
+
+    let direct = format!("/.well-known/openpgpkey/hu/{gpg_hash}?l=alice");
+    let advanced = format!("/.well-known/openpgpkey/example.org/hu/{gpg_hash}");
+    let ca2 = ca.clone();
+    let (d, a, policy, bob, wrong_l) = tokio::task::spawn_blocking(move || -> Result<_> {
+        Ok((
+            curl(&ca2, "example.org", port, &direct)?,
+            curl(&ca2, "openpgpkey.example.org", port, &advanced)?,
+            curl(
+                &ca2,
+                "openpgpkey.example.org",
+                port,
+                "/.well-known/openpgpkey/example.org/policy",
+            )?,
+            curl(
+                &ca2,
+                "example.org",
+                port,
+                &format!("/.well-known/openpgpkey/hu/{}", wkd::hash("bob")),
+            )?,
+            curl(
+                &ca2,
+                "example.org",
+                port,
+                &format!("/.well-known/openpgpkey/hu/{gpg_hash}?l=bob"),
+            )?,
+        ))
+    })
+    .await??;
+    assert_eq!(d.0, 200);
+    assert_eq!(a, d, "advanced and direct serve the same key");
+    assert_eq!(policy.0, 200);
+    assert_eq!(bob.0, 404, "not a local user's key");
+    assert_eq!(wrong_l.0, 404, "l= must hash to the name");
+
+    let gpg = Gpg::new()?;
+    let (_, status) = gpg.run_status(&["--import"], &d.1)?;
+    assert!(status.contains(&alice.fingerprint().to_hex()), "{status}");
+    Ok(())
+}
