@@ -211,6 +211,18 @@ pub struct WkdConfig {
     pub enabled: bool,
     /// HTTPS listener (behind a reverse proxy or port forward from 443).
     pub listen: SocketAddr,
+    /// Look up outside recipients without a stored key by WKD.
+    pub lookup: bool,
+    /// Per method (advanced, then direct): connecting, TLS and the response.
+    #[serde(deserialize_with = "duration")]
+    pub lookup_timeout: Duration,
+    /// An address is looked up at most once per this period, found or not.
+    #[serde(deserialize_with = "duration")]
+    pub lookup_cache: Duration,
+    /// PEM bundle of trusted CAs; default: the system's (`/etc/ssl/certs/ca-certificates.crt`).
+    pub lookup_ca_file: Option<PathBuf>,
+    /// Port of the servers asked (443; another only for tests and split setups).
+    pub lookup_port: u16,
 }
 
 impl Default for WkdConfig {
@@ -218,6 +230,11 @@ impl Default for WkdConfig {
         Self {
             enabled: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 5443)),
+            lookup: false,
+            lookup_timeout: Duration::from_secs(5),
+            lookup_cache: Duration::from_secs(3600),
+            lookup_ca_file: None,
+            lookup_port: 443,
         }
     }
 }

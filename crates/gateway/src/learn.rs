@@ -30,7 +30,34 @@ pub async fn outside_key(
     let [cert] = certs.as_slice() else {
         return Err("more than one cert".into());
     };
-    let cert = only_uids(cert.clone(), |a| a == addr);
+    outside_cert(gw, &addr, cert.clone()).await
+}
+
+/// Like [`outside_key`] for every cert in `keydata` (a WKD answer may hold several).
+pub async fn outside_keys(
+    gw: &Gateway,
+    addr: &str,
+    keydata: &[u8],
+) -> Vec<Result<Option<Imported>, String>> {
+    let addr = addr.to_lowercase();
+    if gw.is_local_domain(addr.rsplit_once('@').map_or("", |(_, d)| d)) {
+        return vec![Err("address in a served domain".into())];
+    }
+    match postern_pgp::parse_certs(keydata) {
+        Ok(certs) => {
+            let mut out = Vec::with_capacity(certs.len());
+            for cert in certs {
+                out.push(outside_cert(gw, &addr, cert).await);
+            }
+            out
+        }
+        Err(e) => vec![Err(e.to_string())],
+    }
+}
+
+async fn outside_cert(gw: &Gateway, addr: &str, cert: Cert) -> Result<Option<Imported>, String> {
+    let addr = addr.to_owned();
+    let cert = only_uids(cert, |a| a == addr);
     if !postern_pgp::addresses(&cert).contains(&addr) {
         return Err("no user ID for the address".into());
     }

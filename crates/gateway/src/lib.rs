@@ -100,6 +100,8 @@ pub struct Inner {
     pub keygen_in_flight: Mutex<HashSet<String>>,
     /// Key-request answers per sender (`[gateway.key_requests]`).
     pub key_requests: key_request::Limiter,
+    /// WKD lookup of outside recipients' keys, when `[gateway.wkd] lookup` is on.
+    pub wkd_lookup: Option<wkd::lookup::Lookup>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -133,6 +135,10 @@ impl Gateway {
             .or_else(|| domains.first().cloned())
             .unwrap_or_else(|| "localhost".into());
         let next_hop = next_hop(&config, &hostname);
+        let wkd_lookup = match config.wkd.lookup {
+            true => Some(wkd::lookup::Lookup::new(&config.wkd)?),
+            false => None,
+        };
         Ok(Gateway(Arc::new(Inner {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             keys: KeyStore::new(accounts.store().clone(), keys.seal),
@@ -146,6 +152,7 @@ impl Gateway {
             config,
             keygen_in_flight: Mutex::new(HashSet::new()),
             key_requests: key_request::Limiter::default(),
+            wkd_lookup,
         })))
     }
 

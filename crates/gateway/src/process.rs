@@ -505,9 +505,28 @@ async fn gather(
                     auto_keygen(gw, &p.address).await;
                 }
                 r.has_secret_key = gw.keys.has_secret(&p.address).await?;
-            } else if let Some(cert) = gw.keys.encryption_cert(&p.address).await? {
-                r.has_public_key = true;
-                recipient_certs.insert(p.address.clone(), cert);
+            } else {
+                let mut cert = gw.keys.encryption_cert(&p.address).await?;
+                if cert.is_none()
+                    && let Some(lookup) = &gw.wkd_lookup
+                    && let Some(data) = lookup.fetch(&p.address).await
+                {
+                    for r in learn::outside_keys(gw, &p.address, &data).await {
+                        match r {
+                            Ok(what) => {
+                                tracing::info!(address = %p.address, ?what, "imported a key found by WKD")
+                            }
+                            Err(why) => {
+                                tracing::info!(address = %p.address, %why, "WKD key not imported")
+                            }
+                        }
+                    }
+                    cert = gw.keys.encryption_cert(&p.address).await?;
+                }
+                if let Some(cert) = cert {
+                    r.has_public_key = true;
+                    recipient_certs.insert(p.address.clone(), cert);
+                }
             }
         }
         r.party = p;

@@ -125,3 +125,84 @@ async fn local_keys_are_published_by_wkd_over_https() -> Result<()> {
     assert!(status.contains(&alice.fingerprint().to_hex()), "{status}");
     Ok(())
 }
+
+/// WKD lookup: a gateway for `localhost` publishes Bob's key; ours has no key for him,
+/// looks him up when Alice writes to him (advanced method fails, direct succeeds), imports
+/// the key and encrypts; gpg with Bob's secret opens the mail. A recipient the directory
+/// does not know gets plain mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_recipient_is_looked_up_by_wkd() -> Result<()> {
+    // The publishing side.
+    let pub_dir = tempfile::tempdir()?;
+    let store =
+        postern_store::Store::connect(&format!("sqlite://{}/postern.db", pub_dir.path().display()))
+            .await?;
+    let publisher = postern_gateway::Gateway::new(
+        postern_gateway::GatewayConfig::default(),
+        vec!["localhost".into()],
+        pub_dir.path(),
+        postern_accounts::Accounts::new(store),
+    )?;
+    publisher
+        .keys
+        .generate(KeySpec::new("Bob <bob@localhost>"))
+        .await?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?.self_signed(&key)?;
+    let ca = pub_dir.path().join("ca.pem");
+    std::fs::write(&ca, cert.pem())?;
+    let tls = wkd::tls::server_config(vec![wkd::tls::Identity {
+        domain: "localhost".into(),
+        chain: vec![cert.der().clone()],
+        key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    }])?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let (_stop, rx) = watch::channel(false);
+    tokio::spawn(wkd::server::serve(publisher.clone(), listener, tls, rx));
+
+    // Our side: no key for Bob.
+    let ca_file = ca.clone();
+    let mut h = Harness::start_with(move |c| {
+        c.wkd.lookup = true;
+        c.wkd.lookup_port = port;
+        c.wkd.lookup_ca_file = Some(ca_file);
+        c.wkd.lookup_timeout = std::time::Duration::from_secs(3);
+    })
+    .await?;
+    let alice = h.keys().generate(KeySpec::new("alice@example.org")).await?;
+    assert!(h.keys().encryption_cert("bob@localhost").await?.is_none());
+
+    let mail = b"From: alice@example.org\r\nTo: bob@localhost\r\nSubject: hi\r\n\r\nfound you\r\n";
+    let (code, text) = h
+        .send("alice@example.org", &["bob@localhost"], mail)
+        .await?;
+    assert_eq!(code, 250, "{text}");
+    let out = h.sink.next().await?.data;
+    assert!(find(&out, b"found you").is_none(), "plaintext leaked");
+    let armored = armor(
+        &out,
+        "-----BEGIN PGP MESSAGE-----",
+        "-----END PGP MESSAGE-----",
+    )?;
+    let bob = Gpg::new()?;
+    let secret = publisher
+        .keys
+        .export_secret(&postern_gateway::Selector::parse("bob@localhost"))
+        .await?;
+    bob.import(secret.as_bytes())?;
+    bob.import(postern_pgp::armored_public(&alice)?.as_bytes())?;
+    let (plain, _) = bob.run_status(&["--decrypt"], armored)?;
+    assert!(find(&plain, b"found you").is_some());
+
+    let mail = b"From: alice@example.org\r\nTo: nobody@localhost\r\nSubject: hi\r\n\r\nplain\r\n";
+    assert_eq!(
+        h.send("alice@example.org", &["nobody@localhost"], mail)
+            .await?
+            .0,
+        250
+    );
+    let out = h.sink.next().await?.data;
+    assert!(find(&out, b"plain").is_some() && find(&out, b"BEGIN PGP MESSAGE").is_none());
+    Ok(())
+}

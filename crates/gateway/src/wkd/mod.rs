@@ -8,6 +8,7 @@
 //!   connection) that answers from the key store. Hand-written rather than axum: the
 //!   build is offline and axum/hyper are not vendored; WKD needs two GET paths.
 //! - [`tls`]: the served domains' certificates by SNI.
+//! - [`lookup`]: the client side: outside recipients' keys by WKD, cached, with timeouts.
 //!
 //! Both methods are served on one listener: **direct** (`https://<domain>/.well-known/
 //! openpgpkey/hu/<hash>`, domain from the Host header) and **advanced**
@@ -17,6 +18,7 @@
 //! addresses. Only served domains and only keys whose secret is held here are published,
 //! each with just the user ID for the requested address.
 
+pub mod lookup;
 pub mod server;
 pub mod tls;
 
