@@ -247,6 +247,14 @@ hostname = "postern.example.org"
 # Postfix forwards the client address with XFORWARD: swaks connects from loopback.
 local_senders = "authenticated"
 trusted_networks = ["127.0.0.0/8"]
+# Outbound encryption only where a content-filter rule asks for it, so the scenarios show
+# a rule-triggered encryption (and its absence without the token).
+[gateway.policy]
+encrypt = false
+[[gateway.rules]]
+name = "confidential subject"
+conditions = [{{ subject_contains = "[secure]" }}]
+actions = [{{ encrypt = true }}, {{ add_header = "X-Classification: confidential" }}]
 """)
         self.port = ports["gw"]
         self.proc = None
@@ -348,7 +356,7 @@ def main():
             """Alice -> Bob through Postfix: PGP/MIME that Bob's gpg decrypts, signed by Alice."""
             body = "Grüße aus Köln, Bob — 日本語\n.dot line\n"
             swaks(ports["inp"], "alice@example.org", "bob@partner.example",
-                  "--header", "Subject: interop outbound", "--body", body,
+                  "--header", "Subject: [secure] interop outbound", "--body", body,
                   "--add-header", "MIME-Version: 1.0",
                   "--add-header", "Content-Type: text/plain; charset=utf-8",
                   "--add-header", "Content-Transfer-Encoding: 8bit")
@@ -359,6 +367,8 @@ def main():
             assert "Grüße".encode() not in mail, "plaintext leaked"
             p = bob("--decrypt", stdin=armored(mail, "MESSAGE"))
             assert "Grüße aus Köln, Bob — 日本語".encode() in p.stdout, p.stdout
+            # The rule's other action.
+            assert header(mail, "X-Classification") == "confidential", header(mail, "X-Classification")
             status = p.stderr.decode(errors="replace")
             assert any(l.startswith("[GNUPG:] VALIDSIG") and l.endswith(alice_fpr) for l in status.splitlines()), status
 
@@ -374,8 +384,9 @@ def main():
             path = os.path.join(work, "inbound.eml")
             with open(path, "wb") as f:
                 f.write(mail)
+            before = sink.count()
             swaks(ports["inp"], "bob@partner.example", "alice@example.org", "--data", path)
-            _, rcpts, got = sink.wait(2)
+            _, rcpts, got = sink.wait(before + 1)
             assert rcpts == ["alice@example.org"], rcpts
             trace = header(got, "X-Postern-PGP")
             assert trace.startswith("decrypted; signature=good "), trace
@@ -386,7 +397,7 @@ def main():
             """Postern down: Postfix keeps the mail queued; Postern up + flush: delivered."""
             postern.stop()
             before = sink.count()
-            swaks(ports["inp"], "alice@example.org", "bob@partner.example", "--header", "Subject: while down",
+            swaks(ports["inp"], "alice@example.org", "bob@partner.example", "--header", "Subject: [secure] while down",
                   "--body", "kept in the queue")
             time.sleep(2)
             assert sink.count() == before, "delivered while the gateway was down?"
@@ -420,7 +431,19 @@ def main():
             p = bob("--verify", os.path.join(work, "part.sig"), os.path.join(work, "part"))
             assert "VALIDSIG" in p.stderr.decode(errors="replace")
 
-        scenario("outbound encrypted and signed, decrypted by gpg", outbound)
+        def rule_off():
+            """No token: the rule does not match, so Bob (who has a key) gets signed plain text."""
+            before = sink.count()
+            swaks(ports["inp"], "alice@example.org", "bob@partner.example", "--header", "Subject: lunch?",
+                  "--body", "no secrets here")
+            _, rcpts, mail = sink.wait(before + 1)
+            assert rcpts == ["bob@partner.example"], rcpts
+            assert header(mail, "Content-Type").startswith("multipart/signed;"), header(mail, "Content-Type")
+            assert b"no secrets here" in mail
+            assert header(mail, "X-Classification") is None, "rule applied without its token"
+
+        scenario("rule [secure] in the subject encrypts and signs; gpg decrypts", outbound)
+        scenario("no token: the rule does not fire, signed plain text", rule_off)
         scenario("inbound PGP/MIME from gpg decrypted for the local user", inbound)
         scenario("gateway down: Postfix queues, later delivered", no_loss)
         scenario("keyless partner gets multipart/signed verified by gpg", keyless_signed)
