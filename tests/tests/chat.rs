@@ -326,3 +326,44 @@ async fn disco_ping_version_and_unknown_namespaces() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn two_resources_coming_online_together_get_each_offline_message_once() {
+    let server = TestServer::start().await.unwrap();
+    server.add_account("alice@localhost", "a").await.unwrap();
+    server.add_account("bob@localhost", "b").await.unwrap();
+    let mut alice = server.client("alice@localhost", "a");
+    online(&mut alice).await.unwrap();
+    for i in 0..5 {
+        alice
+            .send_stanza(chat("bob@localhost", &format!("stored {i}")))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut phone = server.client("bob@localhost/phone", "b");
+    let mut desk = server.client("bob@localhost/desk", "b");
+    online(&mut phone).await.unwrap();
+    online(&mut desk).await.unwrap();
+    let (p, d) = tokio::join!(
+        phone.send_stanza(Stanza::Presence(Presence::available())),
+        desk.send_stanza(Stanza::Presence(Presence::available())),
+    );
+    p.unwrap();
+    d.unwrap();
+    let mut received = Vec::new();
+    for client in [&mut phone, &mut desk] {
+        while let Ok(Ok((_, body))) = tokio::time::timeout(
+            std::time::Duration::from_millis(800),
+            expect(client, body_of),
+        )
+        .await
+        {
+            received.push(body);
+        }
+    }
+    received.sort();
+    let expected: Vec<String> = (0..5).map(|i| format!("stored {i}")).collect();
+    assert_eq!(received, expected, "each stored message exactly once");
+    server.stop().await;
+}

@@ -2,8 +2,12 @@
 //! resource are stored and delivered, with XEP-0203 delay stamps, at its next initial
 //! presence (non-negative priority).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
+use dashmap::DashMap;
 use minidom::Element;
+use tokio::sync::Mutex;
 use xmpp_parsers::jid::BareJid;
 use xmpp_parsers::message::Message;
 use xmpp_parsers::ns;
@@ -13,11 +17,24 @@ use crate::server::Server;
 
 pub fn register(r: &mut RouterBuilder) {
     r.offline_handler(store);
-    r.on_event(|server, event| async move {
-        if let SessionEvent::InitialPresence(session) = event
-            && session.state().priority >= 0
-        {
-            flush(&server, &session).await;
+    // One flush at a time per account: two resources coming online together would otherwise
+    // both read the stored messages before either deleted them, and get them twice.
+    let flushing: Arc<DashMap<BareJid, Arc<Mutex<()>>>> = Arc::default();
+    r.on_event(move |server, event| {
+        let flushing = flushing.clone();
+        async move {
+            if let SessionEvent::InitialPresence(session) = event
+                && session.state().priority >= 0
+            {
+                let owner = session.jid.to_bare();
+                let lock = flushing.entry(owner.clone()).or_default().clone();
+                {
+                    let _one_at_a_time = lock.lock().await;
+                    flush(&server, &session).await;
+                }
+                // Forget the lock once nobody else holds or waits for it.
+                flushing.remove_if(&owner, |_, l| Arc::strong_count(l) == 2);
+            }
         }
     });
     r.disco_feature(Scope::Server, "msgoffline");
