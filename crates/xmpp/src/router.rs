@@ -69,7 +69,6 @@ pub type IqResult = Result<Option<Element>, StanzaFault>;
 /// Events of a session's life that modules may act on.
 #[derive(Clone)]
 pub enum SessionEvent {
-    Bound(Arc<Session>),
     /// The first available presence of a session (RFC 6121 §4.2).
     InitialPresence(Arc<Session>),
     /// The connection is gone; the session is already unbound.

@@ -15,7 +15,6 @@ use xmpp_parsers::stream_error::DefinedCondition;
 
 use super::sasl::Authenticated;
 use super::{Xml, close, negotiation_read, stream_error};
-use crate::router::SessionEvent;
 use crate::server::Server;
 use crate::sessions::{Outbound, Session};
 use crate::stanza::{Inbound, Stanza, StanzaFault, error_reply};
@@ -83,10 +82,6 @@ impl Authenticated {
                 return None;
             }
             tracing::info!(jid = %full, "bound");
-            server
-                .router
-                .fire(server, SessionEvent::Bound(session.clone()))
-                .await;
             return Some(Bound {
                 xml: self.xml,
                 session,
