@@ -37,6 +37,9 @@ pub struct Limits {
     /// Largest top-level element a client may send; larger ends the stream with
     /// `policy-violation` (RFC 6120 §4.9.3.14).
     pub max_stanza_size: ByteSize,
+    /// Deepest nesting of a top-level element (the stanza itself is level 1); deeper ends the
+    /// stream with `policy-violation`, checked on the bytes before any tree is built.
+    pub max_stanza_depth: usize,
     /// Concurrent client connections, all listeners together.
     pub max_connections: usize,
     /// New connections one IP address may open in a burst …
@@ -72,6 +75,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_stanza_size: ByteSize(256 * 1024),
+            max_stanza_depth: 64,
             max_connections: 10_000,
             connection_burst_per_ip: 100,
             connections_per_minute_per_ip: 600,
@@ -87,6 +91,12 @@ impl Default for Limits {
     }
 }
 
+/// Real stanzas nest about 8 deep (a MAM result carrying a forwarded message with a
+/// payload); fewer than this would refuse legitimate traffic.
+pub const MIN_STANZA_DEPTH: usize = 16;
+/// The ceiling the worker threads' stacks are sized for (see the binary's runtime setup).
+pub const MAX_STANZA_DEPTH: usize = 1024;
+
 impl XmppConfig {
     /// Every problem in the section, so the admin can fix them all at once.
     pub fn problems(&self) -> Vec<String> {
@@ -101,6 +111,13 @@ impl XmppConfig {
             out.push(
                 "xmpp.limits.max_stanza_size: must be at least 10 KiB (RFC 6120 §13.12)".into(),
             );
+        }
+        if !(MIN_STANZA_DEPTH..=MAX_STANZA_DEPTH).contains(&l.max_stanza_depth) {
+            out.push(format!(
+                "xmpp.limits.max_stanza_depth: must be between {MIN_STANZA_DEPTH} and \
+                 {MAX_STANZA_DEPTH} (element trees are walked recursively; the worker stacks \
+                 are sized for {MAX_STANZA_DEPTH})"
+            ));
         }
         if l.max_connections == 0 {
             out.push("xmpp.limits.max_connections: must be at least 1".into());

@@ -2,6 +2,8 @@
 //! tokio-xmpp's stream does not do:
 //!
 //! - a cap on how many bytes one top-level element may take (reads fail past it);
+//! - a cap on how deep elements may nest ([`super::depth`]): the parser is handed the bytes
+//!   before the first too-deep start tag, then the read fails;
 //! - dropping whitespace before a stream (re)start: RFC 6120 allows whitespace between
 //!   elements, and clients send `<auth …/>\n` or `<starttls/>\n` (go-xmpp does), but a new
 //!   parser must start at the stream header.
@@ -14,6 +16,8 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
+
+use super::depth::DepthGauge;
 
 /// The socket, before or after the TLS handshake.
 pub enum Transport {
@@ -32,6 +36,13 @@ pub struct Io {
     limit: usize,
     /// Drop whitespace until the next non-whitespace byte (a stream header is due).
     skip_whitespace: AtomicBool,
+    /// Nesting depth of everything read so far.
+    gauge: DepthGauge,
+    /// A stream restart is due: the gauge forgets the old stream element at the next read.
+    abandon_stream: AtomicBool,
+    /// Offset in `buf` of the byte completing a too-deep element: nothing from it on is
+    /// handed to the parser.
+    too_deep_at: Option<usize>,
 }
 
 /// The error a read returns when an element outgrew the limit.
@@ -39,11 +50,20 @@ pub struct Io {
 #[error("element larger than {0} bytes")]
 pub struct TooLarge(pub usize);
 
+/// The error a read returns when elements nest deeper than the limit.
+#[derive(Debug, thiserror::Error)]
+#[error("elements nested deeper than {0} levels")]
+pub struct TooDeep(pub usize);
+
 const BUFFER: usize = 8 * 1024;
 
 impl Io {
-    pub fn new(inner: Transport, limit: usize) -> Self {
+    /// `limit` caps the bytes of one top-level element, `max_depth` its nesting.
+    pub fn new(inner: Transport, limit: usize, max_depth: usize) -> Self {
         Self {
+            gauge: DepthGauge::new(max_depth),
+            abandon_stream: AtomicBool::new(false),
+            too_deep_at: None,
             inner,
             buf: vec![0; BUFFER].into_boxed_slice(),
             pos: 0,
@@ -62,10 +82,15 @@ impl Io {
     /// Called before a stream restart: whitespace up to the new header is dropped.
     pub fn expect_stream_header(&self) {
         self.skip_whitespace.store(true, Ordering::Relaxed);
+        self.abandon_stream.store(true, Ordering::Relaxed);
     }
 
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    pub fn max_depth(&self) -> usize {
+        self.gauge.max_stanza_depth()
     }
 
     /// Bytes received but not yet parsed.
@@ -81,6 +106,11 @@ impl Io {
 /// Whether an I/O error is the size cap.
 pub fn is_too_large(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<TooLarge>())
+}
+
+/// Whether an I/O error is the depth cap.
+pub fn is_too_deep(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<TooDeep>())
 }
 
 impl AsyncBufRead for Io {
@@ -102,6 +132,11 @@ impl AsyncBufRead for Io {
                     return Poll::Ready(Ok(&[]));
                 }
                 this.read.fetch_add(this.cap, Ordering::Relaxed);
+                if this.abandon_stream.swap(false, Ordering::Relaxed) {
+                    this.gauge.abandon_stream();
+                }
+                this.too_deep_at = this.gauge.scan(&this.buf[..this.cap]);
+                continue;
             }
             if this.skip_whitespace.load(Ordering::Relaxed) {
                 let ws = this.buf[this.pos..this.cap]
@@ -114,7 +149,13 @@ impl AsyncBufRead for Io {
                 }
                 this.skip_whitespace.store(false, Ordering::Relaxed);
             }
-            return Poll::Ready(Ok(&this.buf[this.pos..this.cap]));
+            return match this.too_deep_at {
+                Some(stop) if this.pos >= stop => Poll::Ready(Err(io::Error::other(TooDeep(
+                    this.gauge.max_stanza_depth(),
+                )))),
+                Some(stop) => Poll::Ready(Ok(&this.buf[this.pos..stop])),
+                None => Poll::Ready(Ok(&this.buf[this.pos..this.cap])),
+            };
         }
     }
 

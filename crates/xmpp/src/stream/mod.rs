@@ -3,6 +3,7 @@
 //! with; only [`session::run`] of a bound session routes stanzas.
 
 pub mod bind;
+pub mod depth;
 pub mod io;
 pub mod sasl;
 pub mod session;
@@ -73,6 +74,7 @@ impl Plain {
         let io = Io::new(
             Transport::Plain(tcp),
             server.config.limits.max_stanza_size.0 as usize,
+            server.config.limits.max_stanza_depth,
         );
         let features = |_: &str| StreamFeatures {
             starttls: Some(xmpp_parsers::starttls::StartTls { required: true }),
@@ -154,6 +156,7 @@ impl Secured {
         let io = Io::new(
             self.transport,
             server.config.limits.max_stanza_size.0 as usize,
+            server.config.limits.max_stanza_depth,
         );
         let bindings = self.bindings;
         let features = |_: &str| sasl::features(&bindings);
@@ -280,6 +283,12 @@ pub(crate) async fn read(xml: &mut Xml, deadline: Option<Instant>) -> Read {
                     Read::Fault(stream_error(
                         DefinedCondition::PolicyViolation,
                         &format!("Stanza larger than the limit of {limit} bytes"),
+                    ))
+                } else if io::is_too_deep(&e) {
+                    let limit = xml.get_stream().max_depth();
+                    Read::Fault(stream_error(
+                        DefinedCondition::PolicyViolation,
+                        &format!("Elements nested deeper than the limit of {limit} levels"),
                     ))
                 } else if e.kind() == std::io::ErrorKind::InvalidData {
                     Read::Fault(stream_error(
