@@ -3,14 +3,14 @@
 //! key may be imported is decided in [`crate::learn`]: from an authenticated local sender,
 //! or when the key's own user ID is the sender's From address.
 
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::MimeHeaders;
 
 /// Marker searched in the spooled mail (streaming) before anything is parsed.
 pub const MARKER: &[u8] = b"pgp-keys";
 
 /// The decoded contents of every `application/pgp-keys` part.
 pub fn key_parts(message: &[u8]) -> Vec<Vec<u8>> {
-    let Some(parsed) = MessageParser::default().parse(message) else {
+    let Some(parsed) = postern_pgp::mail::parse(message) else {
         return Vec::new();
     };
     parsed

@@ -15,6 +15,8 @@
 //! - [`pgpmime`]: whole mails: build `multipart/encrypted` and `multipart/signed`,
 //!   open them again, recognise inline PGP, RFC 9788 protected headers.
 //! - `mime` (private): byte-exact header/multipart splitting under `pgpmime`.
+//! - [`mail`]: mail-parser behind a bound on nested messages; every decode of a mail
+//!   (here and in the gateway) goes through [`mail::parse`].
 //!
 //! # The path of an outbound mail
 //!
@@ -39,6 +41,7 @@ pub mod decrypt;
 pub mod encrypt;
 pub mod error;
 pub mod keygen;
+pub mod mail;
 mod mime;
 pub mod pgpmime;
 pub mod sign;

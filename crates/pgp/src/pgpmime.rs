@@ -19,7 +19,7 @@
 
 use std::io::Write;
 
-use mail_parser::{MessageParser, PartType};
+use mail_parser::PartType;
 use sequoia_openpgp::{Cert, Fingerprint};
 
 use crate::decrypt::decrypt;
@@ -308,7 +308,7 @@ fn crlf_line(raw: &[u8]) -> Vec<u8> {
 
 /// The decoded body of a part (undoing a Content-Transfer-Encoding if any).
 fn decoded_body(part: &[u8]) -> Vec<u8> {
-    match MessageParser::default().parse(part) {
+    match crate::mail::parse(part) {
         Some(m) => m.parts.first().map_or_else(
             || mime::split(part).body.to_vec(),
             |p| p.contents().to_vec(),
@@ -396,7 +396,7 @@ struct InlinePart {
 /// The text/plain, non-attachment parts of the top-level mail that carry inline
 /// PGP (forwarded `message/rfc822` mails are left alone).
 fn inline_parts(message: &[u8]) -> Vec<InlinePart> {
-    let Some(parsed) = MessageParser::default().parse(message) else {
+    let Some(parsed) = crate::mail::parse(message) else {
         return Vec::new();
     };
     let mut out = Vec::new();

@@ -111,10 +111,9 @@ pub fn mail_facts(
     size: u64,
     format: Format,
 ) -> Mail {
-    let parser = mail_parser::MessageParser::default();
     let mut header_only = header.to_vec();
     header_only.extend_from_slice(b"\r\n");
-    let parsed = parser.parse(whole.unwrap_or(&header_only));
+    let parsed = postern_pgp::mail::parse(whole.unwrap_or(&header_only));
     let subject = parsed
         .as_ref()
         .and_then(|m| m.subject())
