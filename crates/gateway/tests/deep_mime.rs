@@ -10,25 +10,18 @@ mod common;
 use anyhow::Result;
 use common::*;
 use postern_gateway::GatewayConfig;
-use postern_gateway::rules::Rule;
 
 const LEVELS: usize = 20_000;
 
 fn body_rule(config: &mut GatewayConfig) {
-    #[derive(serde::Deserialize)]
-    struct W {
-        rules: Vec<Rule>,
-    }
-    let w: W = toml::from_str(
+    config.rules = rules_from_toml(
         r#"
         [[rules]]
         name = "tag secrets"
         conditions = [{ body_contains = "top secret" }]
         actions = [{ add_header = "X-Tagged: yes" }]
         "#,
-    )
-    .expect("rules parse");
-    config.rules = w.rules;
+    );
 }
 
 /// Markers that make the gateway decode the mail on every path it has.

@@ -7,16 +7,12 @@ mod common;
 use anyhow::{Context, Result};
 use common::*;
 use postern_gateway::GatewayConfig;
-use postern_gateway::rules::{self, Rule};
+use postern_gateway::rules;
 use postern_pgp::KeySpec;
 
 /// Encryption and signing only by rule: policy has both off.
 fn rules_only(config: &mut GatewayConfig) {
-    #[derive(serde::Deserialize)]
-    struct W {
-        rules: Vec<Rule>,
-    }
-    let w: W = toml::from_str(
+    config.rules = rules_from_toml(
         r#"
         [[rules]]
         name = "secure subject"
@@ -37,9 +33,7 @@ fn rules_only(config: &mut GatewayConfig) {
         conditions = [{ sender_in_group = "legal" }]
         actions = [{ sign = true }]
         "#,
-    )
-    .expect("rules parse");
-    config.rules = w.rules;
+    );
     config.policy.encrypt = false;
     config.policy.sign = false;
 }

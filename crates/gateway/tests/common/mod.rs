@@ -97,6 +97,15 @@ impl Harness {
     }
 }
 
+/// `[[rules]]` tables (as under `[gateway]` in the config) parsed into rules.
+pub fn rules_from_toml(text: &str) -> Vec<postern_gateway::rules::Rule> {
+    #[derive(serde::Deserialize)]
+    struct Section {
+        rules: Vec<postern_gateway::rules::Rule>,
+    }
+    toml::from_str::<Section>(text).expect("rules parse").rules
+}
+
 /// One mail as the sink got it.
 #[derive(Debug, Clone)]
 pub struct Received {
