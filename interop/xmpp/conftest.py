@@ -63,6 +63,13 @@ class Server:
     direct_tls_port: int = 0
     passwords: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+    # Reuse by other suites (interop/robustness): extra `key = value` lines (TOML values) for
+    # [xmpp.limits]; the gateway on a free port relaying to `next_hop_port` (0: disabled);
+    # further TOML appended to the config (e.g. [gateway.policy]).
+    xmpp_limits: dict[str, str] = field(default_factory=dict)
+    next_hop_port: int = 0
+    gateway_port: int = 0
+    extra_config: str = ""
 
     @property
     def config(self) -> Path:
@@ -89,11 +96,30 @@ class Server:
         domain = ACCOUNTS[user][0] if user in ACCOUNTS else self.domain
         return f"{user}@{domain}"
 
+    @property
+    def gateway_enabled(self) -> bool:
+        return self.next_hop_port != 0
+
     def write_config(self) -> None:
-        self.starttls_port = free_port()
-        self.direct_tls_port = free_port()
-        while self.direct_tls_port == self.starttls_port:
-            self.direct_tls_port = free_port()
+        taken = {self.next_hop_port}
+        ports = []
+        for _ in range(3 if self.gateway_enabled else 2):
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            taken.add(port)
+            ports.append(port)
+        self.starttls_port, self.direct_tls_port = ports[0], ports[1]
+        limits = "".join(f"{key} = {value}\n" for key, value in self.xmpp_limits.items())
+        if self.gateway_enabled:
+            self.gateway_port = ports[2]
+            gateway = (
+                "enabled = true\n"
+                f'listen = "{self.host}:{self.gateway_port}"\n'
+                f'next_hop = "{self.host}:{self.next_hop_port}"\n'
+            )
+        else:
+            gateway = "enabled = false\n"
         self.config.write_text(
             f"""\
 data_dir = "{self.data_dir}"
@@ -112,10 +138,9 @@ direct_tls = ["{self.host}:{self.direct_tls_port}"]
 
 [xmpp.limits]
 handshake_timeout = "20s"
-
+{limits}
 [gateway]
-enabled = false
-"""
+{gateway}{self.extra_config}"""
         )
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -152,12 +177,17 @@ enabled = false
             if (
                 port_open(self.starttls_port)
                 and port_open(self.direct_tls_port)
+                and (not self.gateway_enabled or port_open(self.gateway_port))
                 and self.cert(self.domain).is_file()
                 and self.cert(self.other_domain).is_file()
             ):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"postern serve did not listen within {START_TIMEOUT}s")
+
+    def alive(self) -> bool:
+        """The process has not exited."""
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> int | None:
         """SIGTERM, then wait; SIGKILL if it does not stop. Returns the exit code."""
@@ -178,11 +208,13 @@ enabled = false
             return "(no server log)"
 
 
-def start_server(tmp_path: Path) -> Server:
-    """Config, accounts, start; a port taken between probe and bind gets a second try."""
+def start_server(tmp_path: Path, **options) -> Server:
+    """Config, accounts, start; a port taken between probe and bind gets a second try.
+
+    `options` are further Server fields (xmpp_limits, next_hop_port, extra_config)."""
     last: Exception | None = None
     for attempt in range(3):
-        srv = Server(dir=tmp_path / f"postern-{attempt}", bin=postern_bin())
+        srv = Server(dir=tmp_path / f"postern-{attempt}", bin=postern_bin(), **options)
         srv.dir.mkdir()
         srv.write_config()
         for user, (_domain, password) in ACCOUNTS.items():

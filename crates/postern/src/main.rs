@@ -83,12 +83,13 @@ enum AccountCmd {
 
 /// Stack of every runtime thread (async workers and the blocking pool), chosen on purpose
 /// rather than tokio's 2 MiB default. Element trees are built, serialised and dropped
-/// recursively, about 1.9 KiB of stack per level in a debug build and 0.4 KiB in release
-/// (measured with minidom's parse + write + clone + drop on a 1 MiB thread: 550 and 2,500
-/// levels). The input limits hold long before the stack does: `[xmpp.limits]
-/// max_stanza_depth` is at most 1,024 (≈ 2 MiB in debug), mail-parser never sees more than 64
-/// nested messages. 8 MiB leaves four times that for the rest of a task's frames (sequoia's
-/// parsers among them); it is address space, only the pages touched become memory.
+/// recursively: about 1.9 KiB of stack per level unoptimised and 0.4 KiB in release
+/// (minidom's parse + write + clone + drop on a 1 MiB thread: 550 and 2,500 levels). The
+/// input limits hold long before the stack does: `[xmpp.limits] max_stanza_depth` is at most
+/// 1,024 (2 MiB at the unoptimised figure; `interop/robustness/test_depth_ceiling.py` runs it),
+/// and mail-parser never sees more than 64 nested messages. 8 MiB leaves four times the worst
+/// of that for the rest of a task's frames (sequoia's parsers among them). It is address
+/// space: only the pages a thread touches become memory.
 const THREAD_STACK: usize = 8 * 1024 * 1024;
 
 fn main() -> std::process::ExitCode {
