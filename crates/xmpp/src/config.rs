@@ -17,6 +17,8 @@ pub struct XmppConfig {
     pub direct_tls: Vec<SocketAddr>,
     /// Everything a client controls is bounded by these.
     pub limits: Limits,
+    /// `[xmpp.offline]`: XEP-0160 offline storage (its module: `modules/offline.rs`).
+    pub offline: crate::modules::offline::OfflineConfig,
 }
 
 impl Default for XmppConfig {
@@ -26,6 +28,7 @@ impl Default for XmppConfig {
             starttls: vec![SocketAddr::from(([127, 0, 0, 1], 5222))],
             direct_tls: vec![SocketAddr::from(([127, 0, 0, 1], 5223))],
             limits: Limits::default(),
+            offline: Default::default(),
         }
     }
 }
@@ -65,8 +68,6 @@ pub struct Limits {
     /// Ceiling of the delay added to a failure answer.
     #[serde(deserialize_with = "duration")]
     pub auth_failure_max_delay: Duration,
-    /// Messages kept for an offline account; beyond it senders get `service-unavailable`.
-    pub offline_max_messages: i64,
     /// Stanzas queued for one session before it is considered stuck and closed.
     pub session_queue: usize,
 }
@@ -85,7 +86,6 @@ impl Default for Limits {
             auth_failures_before_delay: 3,
             auth_failure_window: Duration::from_secs(600),
             auth_failure_max_delay: Duration::from_secs(5),
-            offline_max_messages: 1000,
             session_queue: 1024,
         }
     }
@@ -133,6 +133,9 @@ impl XmppConfig {
         }
         if l.auth_attempts_per_connection == 0 {
             out.push("xmpp.limits.auth_attempts_per_connection: must be at least 1".into());
+        }
+        if self.offline.max_messages < 0 {
+            out.push("xmpp.offline.max_messages: must not be negative".into());
         }
         if l.session_queue < 16 {
             out.push("xmpp.limits.session_queue: must be at least 16".into());

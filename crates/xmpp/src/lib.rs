@@ -17,7 +17,8 @@
 //!   registered: IQ handlers by payload namespace, ordered message/presence hooks, session
 //!   events, and the stream/disco features they declare.
 //! - [`sessions`]: the registry of bound resources (bare JID → resources), each with a bounded
-//!   outbound queue drained by its connection task.
+//!   outbound queue drained by its connection task, and [`extensions`]: the typed per-session
+//!   state modules keep there (the core keeps none of theirs).
 //! - [`modules`]: one file per RFC section or XEP, each with `register(&mut RouterBuilder)`.
 //! - [`server`]: the [`Server`] handle (config, store, accounts, sessions, router) cloned into
 //!   every task.
@@ -30,6 +31,7 @@
 //! [`sessions::Sessions`] → the recipient's outbound queue → its connection task writes it.
 
 pub mod config;
+pub mod extensions;
 pub mod limits;
 pub mod listener;
 pub mod modules;

@@ -37,7 +37,10 @@ pub enum Dest {
 #[derive(Clone)]
 pub struct Ctx {
     pub server: Server,
+    /// The sender's full JID (`session.jid`).
     pub from: FullJid,
+    /// The sender's session: its queue and its modules' state.
+    pub session: Arc<Session>,
 }
 
 /// Which addresses an IQ handler answers for.
@@ -77,7 +80,7 @@ pub enum SessionEvent {
 
 type IqFn = Arc<dyn Fn(Ctx, Jid, String, Element) -> BoxFuture<IqResult> + Send + Sync>;
 type HookFn<T> = Arc<dyn Fn(Ctx, Dest, T) -> BoxFuture<Option<T>> + Send + Sync>;
-type OfflineFn = Arc<dyn Fn(Server, BareJid, Message) -> BoxFuture<bool> + Send + Sync>;
+type IdleFn = Arc<dyn Fn(&Server, &Arc<Session>) + Send + Sync>;
 type EventFn = Arc<dyn Fn(Server, SessionEvent) -> BoxFuture<()> + Send + Sync>;
 
 /// Collects module registrations; frozen into a [`Router`].
@@ -86,11 +89,19 @@ pub struct RouterBuilder {
     iq: HashMap<(Scope, IqKind, String, String), IqFn>,
     messages: Vec<(i32, HookFn<Message>)>,
     presences: Vec<(i32, HookFn<Presence>)>,
-    offline: Vec<OfflineFn>,
+    idle: Vec<IdleFn>,
     events: Vec<EventFn>,
     features: HashMap<Scope, BTreeSet<String>>,
     bound_features: Vec<Element>,
+    /// Registrations that clash, reported by [`RouterBuilder::build`].
+    problems: Vec<String>,
 }
+
+/// The modules' registrations do not fit together (a start-up error, never a silent
+/// replacement).
+#[derive(Debug, thiserror::Error)]
+#[error("module registrations clash: {}", .0.join("; "))]
+pub struct RegistryError(pub Vec<String>);
 
 impl RouterBuilder {
     /// Handles IQs of `kind` whose payload is `<name xmlns=ns>`, decoded as `P`; a payload that
@@ -121,8 +132,14 @@ impl RouterBuilder {
                 .await
             })
         });
-        self.iq
-            .insert((scope, kind, ns.to_owned(), name.to_owned()), f);
+        let key = (scope, kind, ns.to_owned(), name.to_owned());
+        if self.iq.contains_key(&key) {
+            self.problems.push(format!(
+                "two handlers for {kind:?} <{name} xmlns='{ns}'/> IQs to the {scope:?}"
+            ));
+            return;
+        }
+        self.iq.insert(key, f);
     }
 
     /// Message hooks run by ascending `priority`; a hook returns the message to pass it on.
@@ -145,14 +162,10 @@ impl RouterBuilder {
             .push((priority, Arc::new(move |c, d, p| Box::pin(hook(c, d, p)))));
     }
 
-    /// Takes a message no resource could receive; returns true once it is stored.
-    pub fn offline_handler<F, Fut>(&mut self, handler: F)
-    where
-        F: Fn(Server, BareJid, Message) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = bool> + Send + 'static,
-    {
-        self.offline
-            .push(Arc::new(move |s, j, m| Box::pin(handler(s, j, m))));
+    /// Runs when a bound client has been silent for the idle time (e.g. to ping it). What it
+    /// sends goes through the session's queue like everything else.
+    pub fn on_idle(&mut self, hook: impl Fn(&Server, &Arc<Session>) + Send + Sync + 'static) {
+        self.idle.push(Arc::new(hook));
     }
 
     pub fn on_event<F, Fut>(&mut self, handler: F)
@@ -177,18 +190,21 @@ impl RouterBuilder {
         self.bound_features.push(feature);
     }
 
-    pub fn build(mut self) -> Router {
+    pub fn build(mut self) -> Result<Router, RegistryError> {
+        if !self.problems.is_empty() {
+            return Err(RegistryError(self.problems));
+        }
         self.messages.sort_by_key(|(p, _)| *p);
         self.presences.sort_by_key(|(p, _)| *p);
-        Router {
+        Ok(Router {
             iq: self.iq,
             messages: self.messages.into_iter().map(|(_, h)| h).collect(),
             presences: self.presences.into_iter().map(|(_, h)| h).collect(),
-            offline: self.offline,
+            idle: self.idle,
             events: self.events,
             features: self.features,
             bound_features: self.bound_features,
-        }
+        })
     }
 }
 
@@ -197,7 +213,7 @@ pub struct Router {
     iq: HashMap<(Scope, IqKind, String, String), IqFn>,
     messages: Vec<HookFn<Message>>,
     presences: Vec<HookFn<Presence>>,
-    offline: Vec<OfflineFn>,
+    idle: Vec<IdleFn>,
     events: Vec<EventFn>,
     features: HashMap<Scope, BTreeSet<String>>,
     bound_features: Vec<Element>,
@@ -300,17 +316,14 @@ impl Router {
                 error: fault.to_error(),
             },
         };
-        ctx.server.send_to_full(&ctx.from, reply.into());
+        ctx.session.send(reply.into());
     }
 
-    /// Hands a message to the offline store; false when nobody stored it.
-    pub async fn store_offline(&self, server: &Server, to: &BareJid, msg: Message) -> bool {
-        for handler in &self.offline {
-            if handler(server.clone(), to.clone(), msg.clone()).await {
-                return true;
-            }
+    /// The client of `session` has been silent for the idle time.
+    pub fn idle(&self, server: &Server, session: &Arc<Session>) {
+        for hook in &self.idle {
+            hook(server, session);
         }
-        false
     }
 
     pub async fn fire(&self, server: &Server, event: SessionEvent) {
@@ -327,5 +340,30 @@ pub fn bounce(ctx: &Ctx, stanza: &Stanza, fault: &StanzaFault) {
     }
     let original = stanza.clone().into_element();
     let reply = error_reply(&original, fault, None);
-    ctx.server.send_to_full(&ctx.from, reply);
+    ctx.session.send(reply);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xmpp_parsers::ping::Ping;
+
+    #[test]
+    fn a_second_handler_for_the_same_iq_is_a_start_up_error() {
+        let mut r = RouterBuilder::default();
+        let handler = |_: Ctx, _: IqRequest<Ping>| async { Ok(None) };
+        r.iq(Scope::Server, IqKind::Get, "urn:xmpp:ping", "ping", handler);
+        r.iq(
+            Scope::Account,
+            IqKind::Get,
+            "urn:xmpp:ping",
+            "ping",
+            handler,
+        );
+        assert!(RouterBuilder::default().build().is_ok());
+        r.iq(Scope::Server, IqKind::Get, "urn:xmpp:ping", "ping", handler);
+        let err = r.build().err().expect("a clash");
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(err.to_string().contains("urn:xmpp:ping"), "{err}");
+    }
 }

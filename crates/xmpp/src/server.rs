@@ -11,9 +11,18 @@ use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 
 use crate::config::XmppConfig;
 use crate::limits::{AuthThrottle, ConnectionRate};
-use crate::router::{Dest, Router, RouterBuilder};
-use crate::sessions::{Session, Sessions};
+use crate::router::{Dest, RegistryError, Router, RouterBuilder};
+use crate::sessions::Sessions;
 use crate::tls::{DomainIdentity, Tls, TlsError};
+
+/// Why the server could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
 
 /// Cheap to clone; shared by every connection task and module handler.
 #[derive(Clone)]
@@ -48,9 +57,10 @@ impl Server {
         store: Store,
         accounts: Accounts,
         identities: Vec<DomainIdentity>,
-    ) -> Result<Self, TlsError> {
+    ) -> Result<Self, ServerError> {
         let mut builder = RouterBuilder::default();
         crate::modules::register_all(&mut builder);
+        let router = builder.build()?;
         let tls = Tls::new(identities)?;
         Ok(Server(Arc::new(Inner {
             connection_rate: ConnectionRate::new(&config.limits),
@@ -64,7 +74,7 @@ impl Server {
             store,
             accounts,
             sessions: Sessions::default(),
-            router: builder.build(),
+            router,
             tls,
         })))
     }
@@ -128,13 +138,6 @@ impl Server {
     /// Queues `el` for one bound resource; false when there is none (or it is stuck).
     pub fn send_to_full(&self, to: &FullJid, el: Element) -> bool {
         self.sessions.get(to).is_some_and(|s| s.send(el))
-    }
-
-    /// Available resources of an account, for delivery and presence.
-    pub fn available(&self, bare: &BareJid) -> Vec<Arc<Session>> {
-        let mut all = self.sessions.resources(bare);
-        all.retain(|s| s.is_available());
-        all
     }
 
     /// Whether `bare` is an active account here (online sessions prove it without a query).

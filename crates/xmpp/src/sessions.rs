@@ -1,15 +1,15 @@
 //! The registry of bound resources. Each session owns a bounded outbound queue that only its
 //! connection task drains, so delivering never blocks the sender.
 
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
 use minidom::Element;
 use tokio::sync::{Notify, mpsc};
-use xmpp_parsers::jid::{BareJid, FullJid, Jid};
-use xmpp_parsers::presence::Presence;
+use xmpp_parsers::jid::{BareJid, FullJid};
+
+use crate::extensions::Extensions;
 
 /// What a connection task receives besides its own client's input.
 #[derive(Debug)]
@@ -17,20 +17,6 @@ pub enum Outbound {
     Stanza(Element),
     /// Another connection bound the same resource (RFC 6120 §7.7.2.2): close with `conflict`.
     Replaced,
-}
-
-/// Per-session state that routing rules and modules read (RFC 6121 presence and delivery).
-#[derive(Debug, Default)]
-pub struct SessionState {
-    /// Sent initial presence and not yet unavailable.
-    pub available: bool,
-    pub priority: i8,
-    /// Last broadcast available presence, answered to probes.
-    pub presence: Option<Presence>,
-    /// Requested the roster, so gets roster pushes (RFC 6121 §2.1.6).
-    pub roster_interested: bool,
-    /// Recipients of directed presence, told when this session goes unavailable.
-    pub directed: HashSet<Jid>,
 }
 
 /// One bound resource.
@@ -42,7 +28,8 @@ pub struct Session {
     tx: mpsc::Sender<Outbound>,
     /// Woken when the queue overflowed: the session is stuck and gets closed.
     pub overflow: Notify,
-    state: Mutex<SessionState>,
+    /// Modules' own per-session state (presence, roster interest, …).
+    pub ext: Extensions,
 }
 
 impl Session {
@@ -61,17 +48,6 @@ impl Session {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
-    }
-
-    pub fn state(&self) -> MutexGuard<'_, SessionState> {
-        // A panic while holding this lock leaves plain data behind; keep serving.
-        self.state
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    pub fn is_available(&self) -> bool {
-        self.state().available
     }
 }
 
@@ -92,7 +68,7 @@ impl Sessions {
             jid,
             tx,
             overflow: Notify::new(),
-            state: Mutex::new(SessionState::default()),
+            ext: Extensions::default(),
         };
         (Arc::new(session), rx)
     }

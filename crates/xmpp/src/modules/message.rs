@@ -64,13 +64,9 @@ async fn to_bare(ctx: &Ctx, to: BareJid, m: Message) {
         );
         return;
     }
-    let mut candidates: Vec<_> = server
-        .available(&to)
+    let mut candidates: Vec<_> = super::presence::available(server, &to)
         .into_iter()
-        .map(|s| {
-            let p = s.state().priority;
-            (p, s)
-        })
+        .map(|s| (super::presence::priority(&s), s))
         .filter(|(p, _)| *p >= 0)
         .collect();
     match m.type_ {
@@ -91,7 +87,7 @@ async fn to_bare(ctx: &Ctx, to: BareJid, m: Message) {
             for (_, s) in candidates {
                 delivered |= s.send(m.clone().into());
             }
-            if !delivered && !server.router.store_offline(server, &to, m.clone()).await {
+            if !delivered && !super::offline::store(server, &to, m.clone()).await {
                 bounce(
                     ctx,
                     &Stanza::Message(m),

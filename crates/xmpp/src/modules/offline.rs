@@ -15,8 +15,22 @@ use xmpp_parsers::ns;
 use crate::router::{RouterBuilder, Scope, SessionEvent};
 use crate::server::Server;
 
+/// The `[xmpp.offline]` section.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineConfig {
+    /// Messages kept for an account with no available resource; beyond it senders get
+    /// `service-unavailable`.
+    pub max_messages: i64,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        Self { max_messages: 1000 }
+    }
+}
+
 pub fn register(r: &mut RouterBuilder) {
-    r.offline_handler(store);
     // One flush at a time per account: two resources coming online together would otherwise
     // both read the stored messages before either deleted them, and get them twice.
     let flushing: Arc<DashMap<BareJid, Arc<Mutex<()>>>> = Arc::default();
@@ -24,7 +38,7 @@ pub fn register(r: &mut RouterBuilder) {
         let flushing = flushing.clone();
         async move {
             if let SessionEvent::InitialPresence(session) = event
-                && session.state().priority >= 0
+                && super::presence::priority(&session) >= 0
             {
                 let owner = session.jid.to_bare();
                 let lock = flushing.entry(owner.clone()).or_default().clone();
@@ -49,13 +63,15 @@ fn worth_keeping(m: &Message) -> bool {
             .any(|p| p.ns() != "http://jabber.org/protocol/chatstates")
 }
 
-async fn store(server: Server, to: BareJid, m: Message) -> bool {
+/// Stores a message no resource of `to` could take; true once it is stored (or not worth
+/// keeping), false when the sender must get an error.
+pub async fn store(server: &Server, to: &BareJid, m: Message) -> bool {
     if !worth_keeping(&m) {
         return true;
     }
     let xml = String::from(&Element::from(m));
     let now = Utc::now().timestamp_millis();
-    let max = server.config.limits.offline_max_messages;
+    let max = server.config.offline.max_messages;
     match server.store.offline_push(to.as_str(), now, &xml, max).await {
         Ok(stored) => {
             if !stored {

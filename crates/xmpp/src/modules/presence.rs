@@ -1,6 +1,7 @@
 //! RFC 6121 §3–4: presence broadcast, probes (answered locally from session state),
 //! directed presence, and the subscription state machine with roster pushes.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use minidom::Element;
@@ -12,11 +13,42 @@ use crate::router::{Ctx, Dest, RouterBuilder, SessionEvent};
 use crate::server::Server;
 use crate::sessions::Session;
 
+/// A session's presence, as RFC 6121 needs it for routing (a session extension).
+#[derive(Debug, Default)]
+pub struct State {
+    /// Sent initial presence and not yet unavailable.
+    pub available: bool,
+    pub priority: i8,
+    /// Last broadcast available presence, answered to probes.
+    pub presence: Option<Presence>,
+    /// Recipients of directed presence, told when this session goes unavailable.
+    pub directed: HashSet<Jid>,
+}
+
+pub fn is_available(session: &Session) -> bool {
+    session.ext.with(|s: &mut State| s.available)
+}
+
+pub fn priority(session: &Session) -> i8 {
+    session.ext.with(|s: &mut State| s.priority)
+}
+
+fn last_presence(session: &Session) -> Option<Presence> {
+    session.ext.with(|s: &mut State| s.presence.clone())
+}
+
+/// Available resources of an account, for delivery and presence.
+pub fn available(server: &Server, bare: &BareJid) -> Vec<Arc<Session>> {
+    let mut all = server.sessions.resources(bare);
+    all.retain(|s| is_available(s));
+    all
+}
+
 pub fn register(r: &mut RouterBuilder) {
     r.presence_hook(0, handle);
     r.on_event(|server, event| async move {
         if let SessionEvent::Closed(session) = event
-            && session.is_available()
+            && is_available(&session)
         {
             let p = Presence::unavailable().with_from(Jid::from(session.jid.clone()));
             broadcast(&server, &session, p).await;
@@ -29,11 +61,7 @@ async fn handle(ctx: Ctx, dest: Dest, p: Presence) -> Option<Presence> {
     let user = ctx.from.to_bare();
     match p.type_ {
         Type::None | Type::Unavailable => match dest {
-            Dest::Unaddressed => {
-                if let Some(session) = server.sessions.get(&ctx.from) {
-                    broadcast(server, &session, p).await;
-                }
-            }
+            Dest::Unaddressed => broadcast(server, &ctx.session, p).await,
             Dest::Account(_) | Dest::Full(_) => directed(&ctx, &dest, p),
             Dest::Server(_) | Dest::Remote(_) => {}
         },
@@ -67,20 +95,19 @@ async fn handle(ctx: Ctx, dest: Dest, p: Presence) -> Option<Presence> {
 /// §4.2/§4.4/§4.5: presence without `to`, to the subscribers and the user's own resources.
 async fn broadcast(server: &Server, session: &Arc<Session>, p: Presence) {
     let user = session.jid.to_bare();
-    let available = p.type_ == Type::None;
-    let (initial, directed) = {
-        let mut st = session.state();
-        let initial = available && !st.available;
-        st.available = available;
+    let now_available = p.type_ == Type::None;
+    let (initial, directed) = session.ext.with(|st: &mut State| {
+        let initial = now_available && !st.available;
+        st.available = now_available;
         st.priority = p.priority.0;
-        st.presence = available.then(|| p.clone());
-        let directed = if available {
+        st.presence = now_available.then(|| p.clone());
+        let directed = if now_available {
             Default::default()
         } else {
             std::mem::take(&mut st.directed)
         };
         (initial, directed)
-    };
+    });
     let roster = match server.store.roster_get(user.as_str()).await {
         Ok((_, items)) => items,
         Err(e) => {
@@ -102,10 +129,9 @@ async fn broadcast(server: &Server, session: &Arc<Session>, p: Presence) {
         }
     }
     // Including the sending resource itself (§4.2.2).
-    for own in server
-        .available(&user)
+    for own in available(server, &user)
         .iter()
-        .chain((!available).then_some(session))
+        .chain((!now_available).then_some(session))
     {
         own.send(p.clone().with_to(Jid::from(own.jid.clone())).into());
     }
@@ -142,9 +168,8 @@ fn probe(server: &Server, session: &Session, roster: &[RosterItem]) {
         let Ok(contact) = item.contact.parse::<BareJid>() else {
             continue;
         };
-        for res in server.available(&contact) {
-            let last = res.state().presence.clone();
-            if let Some(p) = last {
+        for res in available(server, &contact) {
+            if let Some(p) = last_presence(&res) {
                 let p = p
                     .with_from(Jid::from(res.jid.clone()))
                     .with_to(Jid::from(session.jid.clone()));
@@ -161,14 +186,13 @@ fn directed(ctx: &Ctx, dest: &Dest, p: Presence) {
         Dest::Full(f) => f.clone().into(),
         _ => return,
     };
-    if let Some(s) = ctx.server.sessions.get(&ctx.from) {
-        let mut st = s.state();
+    ctx.session.ext.with(|st: &mut State| {
         if p.type_ == Type::None {
             st.directed.insert(to.clone());
         } else {
             st.directed.remove(&to);
         }
-    }
+    });
     send_to(&ctx.server, &to, p);
 }
 
@@ -183,7 +207,7 @@ fn send_to(server: &Server, to: &Jid, p: Presence) {
 
 /// Presence to a bare JID goes to all its available resources (§4.2.2, §3.1.3).
 fn deliver(server: &Server, to: &BareJid, p: Presence) {
-    for s in server.available(to) {
+    for s in available(server, to) {
         s.send(p.clone().into());
     }
 }
@@ -325,9 +349,8 @@ pub async fn subscribed(server: &Server, user: &BareJid, contact: &BareJid) {
             from_bare(Presence::subscribed(), user, contact),
         );
         // The new subscriber learns the user's current presence.
-        for res in server.available(user) {
-            let last = res.state().presence.clone();
-            if let Some(p) = last {
+        for res in available(server, user) {
+            if let Some(p) = last_presence(&res) {
                 let p = p
                     .with_from(Jid::from(res.jid.clone()))
                     .with_to(Jid::from(contact.clone()));
@@ -380,7 +403,7 @@ pub async fn unsubscribed(server: &Server, user: &BareJid, contact: &BareJid) {
 
 /// `to` lost its subscription to `whose` presence: it sees `whose` go unavailable.
 fn gone(server: &Server, whose: &BareJid, to: &BareJid) {
-    for res in server.available(whose) {
+    for res in available(server, whose) {
         let p = Presence::unavailable()
             .with_from(Jid::from(res.jid.clone()))
             .with_to(Jid::from(to.clone()));

@@ -14,6 +14,10 @@ use crate::router::{Ctx, IqKind, IqRequest, IqResult, RouterBuilder, Scope};
 use crate::server::Server;
 use crate::stanza::StanzaFault;
 
+/// The session requested the roster, so it gets roster pushes (RFC 6121 §2.1.6).
+#[derive(Debug, Default)]
+struct Interested(bool);
+
 pub fn register(r: &mut RouterBuilder) {
     r.iq(Scope::Account, IqKind::Get, ns::ROSTER, "query", get);
     r.iq(Scope::Account, IqKind::Set, ns::ROSTER, "query", set);
@@ -22,9 +26,7 @@ pub fn register(r: &mut RouterBuilder) {
 
 async fn get(ctx: Ctx, req: IqRequest<Roster>) -> IqResult {
     let owner = own(&ctx, &req.to)?;
-    if let Some(s) = ctx.server.sessions.get(&ctx.from) {
-        s.state().roster_interested = true;
-    }
+    ctx.session.ext.with(|i: &mut Interested| i.0 = true);
     let (ver, items) = ctx
         .server
         .store
@@ -145,7 +147,7 @@ fn push(server: &Server, owner: &BareJid, item: Item, ver: i64) {
         items: vec![item],
     };
     for s in server.sessions.resources(owner) {
-        if !s.state().roster_interested {
+        if !s.ext.with(|i: &mut Interested| i.0) {
             continue;
         }
         let id = format!("push-{}", PUSH_ID.fetch_add(1, Ordering::Relaxed));

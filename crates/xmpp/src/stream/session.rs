@@ -1,12 +1,11 @@
-//! The bound session's loop: client input goes to the router, the session's queue goes to
-//! the client. Only this task touches the socket.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! The bound session's loop. Only this task touches the socket: it writes what the session's
+//! queue holds and reads the client's input, which a second task per session routes in order.
+//! Routing may wait (on the database, on a module), and must never hold up the writer: the
+//! loop hands each stanza over and goes back to draining the queue. A full hand-over queue
+//! stops the reading, not the writing.
 
 use futures::SinkExt;
-use minidom::Element;
-use tokio::sync::watch;
-use xmpp_parsers::ns;
+use tokio::sync::{mpsc, watch};
 use xmpp_parsers::stream_error::DefinedCondition;
 
 use super::bind::Bound;
@@ -14,9 +13,10 @@ use super::{Read, close, read, stream_error};
 use crate::router::{Ctx, SessionEvent};
 use crate::server::Server;
 use crate::sessions::Outbound;
-use crate::stanza::{Inbound, StanzaFault, error_reply};
+use crate::stanza::{Inbound, Stanza, StanzaFault, error_reply};
 
-static PING_ID: AtomicU64 = AtomicU64::new(0);
+/// Stanzas read but not yet routed, per session. Reading pauses while it is full.
+const INBOUND_QUEUE: usize = 32;
 
 pub(super) async fn run(server: Server, bound: Bound, mut shutdown: watch::Receiver<bool>) {
     let Bound {
@@ -27,59 +27,74 @@ pub(super) async fn run(server: Server, bound: Bound, mut shutdown: watch::Recei
     let ctx = Ctx {
         server: server.clone(),
         from: session.jid.clone(),
+        session: session.clone(),
     };
-    let error = loop {
-        tokio::select! {
-            out = rx.recv() => match out {
-                Some(Outbound::Stanza(el)) => {
-                    if xml.send(&el).await.is_err() {
-                        break None;
-                    }
-                }
-                Some(Outbound::Replaced) => {
-                    break Some(stream_error(DefinedCondition::Conflict, "Replaced by a new connection with the same resource"));
-                }
-                None => break None,
-            },
-            _ = session.overflow.notified() => {
-                break Some(stream_error(DefinedCondition::ResourceConstraint, "Too much undelivered traffic"));
-            }
-            _ = shutdown.changed() => {
-                break Some(stream_error(DefinedCondition::SystemShutdown, "Server shutting down"));
-            }
-            r = read(&mut xml, None) => match r {
-                Read::Element(el) => match Inbound::decode(el) {
-                    Inbound::Stanza(mut stanza) => {
-                        stanza.set_from(session.jid.clone().into());
-                        server.router.route(ctx.clone(), stanza).await;
-                    }
-                    Inbound::BadStanza { element, reason } => {
-                        tracing::debug!(%reason, "bad stanza");
-                        let reply = error_reply(&element, &StanzaFault::bad_request(reason), None);
-                        if xml.send(&reply).await.is_err() {
+    let (inbound, routing) = mpsc::channel::<Stanza>(INBOUND_QUEUE);
+    let router = tokio::spawn(route_in_order(ctx, routing));
+    let error = {
+        // A slot in the hand-over queue, taken before reading so that a read stanza is never
+        // held while the writer waits.
+        let mut slot = None;
+        loop {
+            tokio::select! {
+                out = rx.recv() => match out {
+                    Some(Outbound::Stanza(el)) => {
+                        if xml.send(&el).await.is_err() {
                             break None;
                         }
                     }
-                    Inbound::StartTls | Inbound::Sasl(_) => {
-                        break Some(stream_error(DefinedCondition::PolicyViolation, "Stream already negotiated"));
+                    Some(Outbound::Replaced) => {
+                        break Some(stream_error(DefinedCondition::Conflict, "Replaced by a new connection with the same resource"));
                     }
-                    Inbound::Other(el) => {
-                        tracing::debug!(name = el.name(), ns = el.ns(), "unsupported top-level element");
-                        break Some(stream_error(DefinedCondition::UnsupportedStanzaType, "Unsupported element"));
-                    }
+                    None => break None,
                 },
-                Read::SoftTimeout => {
-                    if xml.send(&ping(&session.jid)).await.is_err() {
-                        break None;
-                    }
+                _ = session.overflow.notified() => {
+                    break Some(stream_error(DefinedCondition::ResourceConstraint, "Too much undelivered traffic"));
                 }
-                Read::Closed => break None,
-                Read::Fault(e) => break Some(e),
-            },
+                _ = shutdown.changed() => {
+                    break Some(stream_error(DefinedCondition::SystemShutdown, "Server shutting down"));
+                }
+                permit = inbound.reserve(), if slot.is_none() => match permit {
+                    Ok(p) => slot = Some(p),
+                    Err(_) => break None,
+                },
+                r = read(&mut xml, None), if slot.is_some() => match r {
+                    Read::Element(el) => match Inbound::decode(el) {
+                        Inbound::Stanza(mut stanza) => {
+                            stanza.set_from(session.jid.clone().into());
+                            if let Some(permit) = slot.take() {
+                                permit.send(stanza);
+                            }
+                        }
+                        Inbound::BadStanza { element, reason } => {
+                            tracing::debug!(%reason, "bad stanza");
+                            let reply = error_reply(&element, &StanzaFault::bad_request(reason), None);
+                            if xml.send(&reply).await.is_err() {
+                                break None;
+                            }
+                        }
+                        Inbound::StartTls | Inbound::Sasl(_) => {
+                            break Some(stream_error(DefinedCondition::PolicyViolation, "Stream already negotiated"));
+                        }
+                        Inbound::Other(el) => {
+                            tracing::debug!(name = el.name(), ns = el.ns(), "unsupported top-level element");
+                            break Some(stream_error(DefinedCondition::UnsupportedStanzaType, "Unsupported element"));
+                        }
+                    },
+                    Read::SoftTimeout => server.router.idle(&server, &session),
+                    Read::Closed => break None,
+                    Read::Fault(e) => break Some(e),
+                },
+            }
         }
     };
     server.sessions.unbind(&session);
     close::<()>(xml, error).await;
+    // What the client sent before it left is routed before the session's end is.
+    drop(inbound);
+    if let Err(e) = router.await {
+        tracing::error!(error = %e, "routing task failed");
+    }
     tracing::info!(jid = %session.jid, "session closed");
     server
         .router
@@ -87,16 +102,9 @@ pub(super) async fn run(server: Server, bound: Bound, mut shutdown: watch::Recei
         .await;
 }
 
-/// XEP-0199 server-to-client ping, sent when the client has been silent for the idle time.
-fn ping(to: &xmpp_parsers::jid::FullJid) -> Element {
-    let id = PING_ID.fetch_add(1, Ordering::Relaxed);
-    Element::builder("iq", ns::JABBER_CLIENT)
-        .attr(minidom::rxml::xml_ncname!("type").to_owned(), "get")
-        .attr(
-            minidom::rxml::xml_ncname!("id").to_owned(),
-            format!("srv-ping-{id}"),
-        )
-        .attr(minidom::rxml::xml_ncname!("to").to_owned(), to.to_string())
-        .append(Element::bare("ping", ns::PING))
-        .build()
+/// Routes one session's stanzas one after the other, in the order the client sent them.
+async fn route_in_order(ctx: Ctx, mut stanzas: mpsc::Receiver<Stanza>) {
+    while let Some(stanza) = stanzas.recv().await {
+        ctx.server.router.route(ctx.clone(), stanza).await;
+    }
 }
