@@ -1,10 +1,14 @@
 //! RFC 6121 §8.5: message delivery, the last message hook. Messages to an account go to its
 //! available resources of highest non-negative priority, else to offline storage.
 
+use std::sync::Arc;
+
 use xmpp_parsers::jid::BareJid;
 use xmpp_parsers::message::{Message, MessageType};
 
 use crate::router::{Ctx, Dest, RouterBuilder, bounce};
+use crate::server::Server;
+use crate::sessions::Session;
 use crate::stanza::{Stanza, StanzaFault};
 
 /// Delivery runs after every other message hook.
@@ -51,6 +55,38 @@ async fn deliver(ctx: Ctx, dest: Dest, m: Message) -> Option<Message> {
     None
 }
 
+/// The sessions a message of `type_` to the bare JID `to` is delivered to (§8.5.2.1): every
+/// available resource with non-negative priority for headlines, those of the highest such
+/// priority otherwise.
+pub fn recipients(server: &Server, to: &BareJid, type_: &MessageType) -> Vec<Arc<Session>> {
+    let mut candidates: Vec<_> = super::presence::available(server, to)
+        .into_iter()
+        .map(|s| (super::presence::priority(&s), s))
+        .filter(|(p, _)| *p >= 0)
+        .collect();
+    if *type_ != MessageType::Headline {
+        let top = candidates.iter().map(|(p, _)| *p).max();
+        candidates.retain(|(p, _)| Some(*p) == top);
+    }
+    candidates.into_iter().map(|(_, s)| s).collect()
+}
+
+/// The sessions a message from `sender` addressed to `dest` reaches, as [`deliver`] picks them.
+pub fn targets(server: &Server, sender: &BareJid, dest: &Dest, m: &Message) -> Vec<Arc<Session>> {
+    match dest {
+        Dest::Unaddressed => recipients(server, sender, &m.type_),
+        Dest::Account(bare) => recipients(server, bare, &m.type_),
+        Dest::Full(full) => match server.sessions.get(full) {
+            Some(s) => vec![s],
+            None if m.type_ != MessageType::Groupchat => {
+                recipients(server, &full.to_bare(), &m.type_)
+            }
+            None => vec![],
+        },
+        Dest::Server(_) | Dest::Remote(_) => vec![],
+    }
+}
+
 async fn to_bare(ctx: &Ctx, to: BareJid, m: Message) {
     let server = &ctx.server;
     if m.type_ == MessageType::Error {
@@ -64,11 +100,7 @@ async fn to_bare(ctx: &Ctx, to: BareJid, m: Message) {
         );
         return;
     }
-    let mut candidates: Vec<_> = super::presence::available(server, &to)
-        .into_iter()
-        .map(|s| (super::presence::priority(&s), s))
-        .filter(|(p, _)| *p >= 0)
-        .collect();
+    let candidates = recipients(server, &to, &m.type_);
     match m.type_ {
         MessageType::Groupchat => bounce(
             ctx,
@@ -76,15 +108,13 @@ async fn to_bare(ctx: &Ctx, to: BareJid, m: Message) {
             &StanzaFault::service_unavailable(),
         ),
         MessageType::Headline => {
-            for (_, s) in candidates {
+            for s in candidates {
                 s.send(m.clone().into());
             }
         }
         _ => {
-            let top = candidates.iter().map(|(p, _)| *p).max();
-            candidates.retain(|(p, _)| Some(*p) == top);
             let mut delivered = false;
-            for (_, s) in candidates {
+            for s in candidates {
                 delivered |= s.send(m.clone().into());
             }
             if !delivered && !super::offline::store(server, &to, m.clone()).await {
