@@ -181,7 +181,7 @@ impl Store {
     }
 
     /// Deletes an account together with what hangs off its address (group memberships,
-    /// roster, pending subscription requests, offline messages), in one transaction so that a
+    /// roster, pending subscription requests, offline messages, blocklist), in one transaction so that a
     /// half-deleted account never exists. Returns `false` when there was no such account.
     pub async fn account_delete(&self, localpart: &str, domain: &str) -> Result<bool, StoreError> {
         let address = format!("{localpart}@{domain}");
@@ -196,6 +196,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         crate::roster::delete_owner_data(&mut tx, &address).await?;
+        crate::blocking::delete_owner_data(&mut tx, &address).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }

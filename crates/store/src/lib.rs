@@ -12,6 +12,7 @@
 //! adds methods to [`Store`]:
 //!
 //! - [`accounts`]: account rows with their credentials (hashes only, never passwords),
+//! - [`blocking`]: XEP-0191 blocklists,
 //! - [`groups`]: named groups of addresses (for the mail gateway's rules),
 //! - [`roster`]: rosters with XEP-0237 versions, and pending inbound subscription requests,
 //! - [`offline`]: messages held for users who are offline,
@@ -21,6 +22,7 @@
 //! and wait for it under the busy timeout, instead of failing on a read-to-write lock upgrade.
 
 pub mod accounts;
+pub mod blocking;
 pub mod groups;
 pub mod offline;
 pub mod pgp_certs;

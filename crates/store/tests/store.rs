@@ -618,3 +618,54 @@ async fn concurrent_roster_writes_get_distinct_versions() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn blocklists_add_remove_and_go_with_the_account() {
+    on_each_backend(|store, u| async move {
+        let local = format!("blocker{u}");
+        let owner = format!("{local}@example.com");
+        store
+            .account_insert(&account(&local, "example.com"))
+            .await
+            .expect("account");
+        let jids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        store
+            .block(&owner, &jids(&["spam.example", "bob@x", "carol@x/phone"]))
+            .await
+            .expect("block");
+        store.block(&owner, &jids(&["bob@x"])).await.expect("again");
+        assert_eq!(
+            store.blocklist(&owner).await.expect("list"),
+            jids(&["bob@x", "carol@x/phone", "spam.example"])
+        );
+        assert!(
+            store
+                .blocklist("other@example.com")
+                .await
+                .expect("other")
+                .is_empty()
+        );
+        store
+            .unblock(&owner, &jids(&["bob@x"]))
+            .await
+            .expect("unblock");
+        assert_eq!(
+            store.blocklist(&owner).await.expect("list"),
+            jids(&["carol@x/phone", "spam.example"])
+        );
+        assert!(
+            store
+                .account_delete(&local, "example.com")
+                .await
+                .expect("delete")
+        );
+        assert!(store.blocklist(&owner).await.expect("list").is_empty());
+        store
+            .block(&owner, &jids(&["a@x", "b@x"]))
+            .await
+            .expect("block");
+        store.unblock(&owner, &[]).await.expect("unblock all");
+        assert!(store.blocklist(&owner).await.expect("list").is_empty());
+    })
+    .await;
+}

@@ -72,6 +72,8 @@ pub type IqResult = Result<Option<Element>, StanzaFault>;
 /// Events of a session's life that modules may act on.
 #[derive(Clone)]
 pub enum SessionEvent {
+    /// The resource is bound; fired before the session's first stanza is routed.
+    Bound(Arc<Session>),
     /// The first available presence of a session (RFC 6121 §4.2).
     InitialPresence(Arc<Session>),
     /// The connection is gone; the session is already unbound.
@@ -81,6 +83,8 @@ pub enum SessionEvent {
 type IqFn = Arc<dyn Fn(Ctx, Jid, String, Element) -> BoxFuture<IqResult> + Send + Sync>;
 type HookFn<T> = Arc<dyn Fn(Ctx, Dest, T) -> BoxFuture<Option<T>> + Send + Sync>;
 type IdleFn = Arc<dyn Fn(&Server, &Arc<Session>) + Send + Sync>;
+/// See [`RouterBuilder::outbound_filter`].
+type FilterFn = Arc<dyn Fn(&Server, &Arc<Session>, Element) -> Option<Element> + Send + Sync>;
 type EventFn = Arc<dyn Fn(Server, SessionEvent) -> BoxFuture<()> + Send + Sync>;
 
 /// Collects module registrations; frozen into a [`Router`].
@@ -89,6 +93,8 @@ pub struct RouterBuilder {
     iq: HashMap<(Scope, IqKind, String, String), IqFn>,
     messages: Vec<(i32, HookFn<Message>)>,
     presences: Vec<(i32, HookFn<Presence>)>,
+    iqs: Vec<(i32, HookFn<Iq>)>,
+    filters: Vec<(i32, FilterFn)>,
     idle: Vec<IdleFn>,
     events: Vec<EventFn>,
     features: HashMap<Scope, BTreeSet<String>>,
@@ -162,6 +168,29 @@ impl RouterBuilder {
             .push((priority, Arc::new(move |c, d, p| Box::pin(hook(c, d, p)))));
     }
 
+    /// IQ hooks run by ascending `priority` before an IQ is dispatched to its handler or
+    /// forwarded; a hook returns the IQ to pass it on (or answers or drops it itself).
+    pub fn iq_hook<F, Fut>(&mut self, priority: i32, hook: F)
+    where
+        F: Fn(Ctx, Dest, Iq) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<Iq>> + Send + 'static,
+    {
+        self.iqs
+            .push((priority, Arc::new(move |c, d, i| Box::pin(hook(c, d, i)))));
+    }
+
+    /// The one delivery path: every element written to a session passes these filters, by
+    /// ascending `priority`, in the session's own task right before the write. A filter
+    /// returns the element to pass it on, or `None` when it dropped (or kept) it. Filters run
+    /// for every stanza a client receives: they must not wait and should be cheap.
+    pub fn outbound_filter(
+        &mut self,
+        priority: i32,
+        filter: impl Fn(&Server, &Arc<Session>, Element) -> Option<Element> + Send + Sync + 'static,
+    ) {
+        self.filters.push((priority, Arc::new(filter)));
+    }
+
     /// Runs when a bound client has been silent for the idle time (e.g. to ping it). What it
     /// sends goes through the session's queue like everything else.
     pub fn on_idle(&mut self, hook: impl Fn(&Server, &Arc<Session>) + Send + Sync + 'static) {
@@ -196,10 +225,14 @@ impl RouterBuilder {
         }
         self.messages.sort_by_key(|(p, _)| *p);
         self.presences.sort_by_key(|(p, _)| *p);
+        self.iqs.sort_by_key(|(p, _)| *p);
+        self.filters.sort_by_key(|(p, _)| *p);
         Ok(Router {
             iq: self.iq,
             messages: self.messages.into_iter().map(|(_, h)| h).collect(),
             presences: self.presences.into_iter().map(|(_, h)| h).collect(),
+            iqs: self.iqs.into_iter().map(|(_, h)| h).collect(),
+            filters: self.filters.into_iter().map(|(_, f)| f).collect(),
             idle: self.idle,
             events: self.events,
             features: self.features,
@@ -213,6 +246,8 @@ pub struct Router {
     iq: HashMap<(Scope, IqKind, String, String), IqFn>,
     messages: Vec<HookFn<Message>>,
     presences: Vec<HookFn<Presence>>,
+    iqs: Vec<HookFn<Iq>>,
+    filters: Vec<FilterFn>,
     idle: Vec<IdleFn>,
     events: Vec<EventFn>,
     features: HashMap<Scope, BTreeSet<String>>,
@@ -236,7 +271,16 @@ impl Router {
     pub async fn route(&self, ctx: Ctx, stanza: Stanza) {
         let dest = ctx.server.classify(stanza.to());
         match stanza {
-            Stanza::Iq(iq) => self.route_iq(ctx, dest, iq).await,
+            Stanza::Iq(iq) => {
+                let mut current = Some(iq);
+                for hook in &self.iqs {
+                    let Some(iq) = current.take() else { break };
+                    current = hook(ctx.clone(), dest.clone(), iq).await;
+                }
+                if let Some(iq) = current {
+                    self.route_iq(ctx, dest, iq).await;
+                }
+            }
             Stanza::Message(m) => {
                 let mut current = Some(m);
                 for hook in &self.messages {
@@ -317,6 +361,20 @@ impl Router {
             },
         };
         ctx.session.send(reply.into());
+    }
+
+    /// Passes `el` through the outbound filters for `session`; what is left gets written.
+    pub fn filter_outbound(
+        &self,
+        server: &Server,
+        session: &Arc<Session>,
+        el: Element,
+    ) -> Option<Element> {
+        let mut current = el;
+        for filter in &self.filters {
+            current = filter(server, session, current)?;
+        }
+        Some(current)
     }
 
     /// The client of `session` has been silent for the idle time.

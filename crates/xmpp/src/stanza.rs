@@ -135,6 +135,8 @@ pub struct StanzaFault {
     pub kind: ErrorType,
     pub condition: DefinedCondition,
     pub text: Option<String>,
+    /// An application-specific condition beside the defined one (RFC 6120 §8.3.3.4).
+    pub app: Option<Box<Element>>,
 }
 
 impl StanzaFault {
@@ -143,7 +145,12 @@ impl StanzaFault {
             kind,
             condition,
             text: None,
+            app: None,
         }
+    }
+    pub fn with_app(mut self, condition: Element) -> Self {
+        self.app = Some(Box::new(condition));
+        self
     }
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
@@ -175,6 +182,7 @@ impl StanzaFault {
         if let Some(t) = &self.text {
             e.texts.insert("en".into(), t.clone());
         }
+        e.other = self.app.as_deref().cloned();
         e
     }
 }

@@ -1,6 +1,7 @@
 //! Every feature beyond the core lives in one file here and registers what it handles.
 //! Adding a XEP is adding a file and a line in [`register_all`].
 
+pub mod blocking;
 pub mod carbons;
 pub mod disco;
 pub mod legacy_session;
@@ -23,6 +24,7 @@ pub fn register_all(r: &mut RouterBuilder) {
     legacy_session::register(r);
     roster::register(r);
     presence::register(r);
+    blocking::register(r);
     carbons::register(r);
     message::register(r);
     offline::register(r);

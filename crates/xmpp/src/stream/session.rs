@@ -29,6 +29,10 @@ pub(super) async fn run(server: Server, bound: Bound, mut shutdown: watch::Recei
         from: session.jid.clone(),
         session: session.clone(),
     };
+    server
+        .router
+        .fire(&server, SessionEvent::Bound(session.clone()))
+        .await;
     let (inbound, routing) = mpsc::channel::<Stanza>(INBOUND_QUEUE);
     let router = tokio::spawn(route_in_order(ctx, routing));
     let error = {
@@ -39,6 +43,9 @@ pub(super) async fn run(server: Server, bound: Bound, mut shutdown: watch::Recei
             tokio::select! {
                 out = rx.recv() => match out {
                     Some(Outbound::Stanza(el)) => {
+                        let Some(el) = server.router.filter_outbound(&server, &session, el) else {
+                            continue;
+                        };
                         if xml.send(&el).await.is_err() {
                             break None;
                         }
@@ -68,10 +75,8 @@ pub(super) async fn run(server: Server, bound: Bound, mut shutdown: watch::Recei
                         }
                         Inbound::BadStanza { element, reason } => {
                             tracing::debug!(%reason, "bad stanza");
-                            let reply = error_reply(&element, &StanzaFault::bad_request(reason), None);
-                            if xml.send(&reply).await.is_err() {
-                                break None;
-                            }
+                            // Like everything the client receives: through the queue.
+                            session.send(error_reply(&element, &StanzaFault::bad_request(reason), None));
                         }
                         Inbound::StartTls | Inbound::Sasl(_) => {
                             break Some(stream_error(DefinedCondition::PolicyViolation, "Stream already negotiated"));

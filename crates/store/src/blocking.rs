@@ -1,0 +1,67 @@
+//! XEP-0191 blocklists: the addresses an account blocks, as JID strings the server has
+//! normalised (the store does not interpret them).
+
+use sqlx::Row as _;
+
+use crate::{Store, StoreError};
+
+impl Store {
+    /// Every address `owner` blocks, sorted.
+    pub async fn blocklist(&self, owner: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT jid FROM blocklist WHERE owner = $1 ORDER BY jid")
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("jid").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Adds `jids` to `owner`'s blocklist (those already there stay), in one transaction.
+    pub async fn block(&self, owner: &str, jids: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for jid in jids {
+            sqlx::query(
+                "INSERT INTO blocklist (owner, jid) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(owner)
+            .bind(jid)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes `jids` from `owner`'s blocklist; with none given, empties it.
+    pub async fn unblock(&self, owner: &str, jids: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if jids.is_empty() {
+            sqlx::query("DELETE FROM blocklist WHERE owner = $1")
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for jid in jids {
+            sqlx::query("DELETE FROM blocklist WHERE owner = $1 AND jid = $2")
+                .bind(owner)
+                .bind(jid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Part of deleting an account.
+pub(crate) async fn delete_owner_data(
+    conn: &mut sqlx::AnyConnection,
+    owner: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM blocklist WHERE owner = $1")
+        .bind(owner)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
