@@ -14,10 +14,11 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 #[allow(clippy::large_enum_variant)]
 pub enum Inbound {
     Stanza(Stanza),
-    /// A stanza whose content does not parse; answered with `bad-request` (keeping its `id`).
+    /// A stanza that does not parse; answered with `fault` (keeping its `id`): `jid-malformed`
+    /// for an address that is none (RFC 6120 §8.3.3.8), else `bad-request`.
     BadStanza {
         element: Element,
-        reason: String,
+        fault: StanzaFault,
     },
     StartTls,
     Sasl(Sasl),
@@ -49,6 +50,28 @@ impl Inbound {
     pub fn decode(el: Element) -> Inbound {
         let ns = el.ns();
         if ns == ns::JABBER_CLIENT {
+            if matches!(el.name(), "iq" | "message" | "presence")
+                && let Some(bad) = ["to", "from"]
+                    .into_iter()
+                    .find(|a| el.attr(*a).is_some_and(|v| Jid::new(v).is_err()))
+            {
+                return Inbound::BadStanza {
+                    fault: StanzaFault::new(ErrorType::Modify, DefinedCondition::JidMalformed)
+                        .with_text(format!("The '{bad}' address is not an XMPP address")),
+                    element: without_addresses(el),
+                };
+            }
+            if el.name() == "iq"
+                && matches!(el.attr("type"), Some("get" | "set"))
+                && el.children().count() != 1
+            {
+                return Inbound::BadStanza {
+                    fault: StanzaFault::bad_request(
+                        "An IQ get or set carries exactly one payload (RFC 6120 §8.2.3)",
+                    ),
+                    element: el,
+                };
+            }
             let parsed = match el.name() {
                 "iq" => Iq::try_from(el.clone())
                     .map(Stanza::Iq)
@@ -65,7 +88,7 @@ impl Inbound {
                 Ok(s) => Inbound::Stanza(s),
                 Err(reason) => Inbound::BadStanza {
                     element: el,
-                    reason,
+                    fault: StanzaFault::bad_request(reason),
                 },
             };
         }
@@ -88,6 +111,14 @@ impl Inbound {
         }
         Inbound::Other(el)
     }
+}
+
+/// The element without `to` and `from`, so an error about them does not echo them back.
+fn without_addresses(mut el: Element) -> Element {
+    el.attrs_mut().retain(|ns, name, _| {
+        !(ns.is_none() && (name.as_str() == "to" || name.as_str() == "from"))
+    });
+    el
 }
 
 /// RFC 6120 §6.4.2: base64, with `=` meaning "empty", whitespace tolerated.

@@ -13,7 +13,7 @@ use super::{Read, close, read, stream_error};
 use crate::router::{Ctx, SessionEvent};
 use crate::server::Server;
 use crate::sessions::Outbound;
-use crate::stanza::{Inbound, Stanza, StanzaFault, error_reply};
+use crate::stanza::{Inbound, Stanza, error_reply};
 
 /// Stanzas read but not yet routed, per session. Reading pauses while it is full.
 const INBOUND_QUEUE: usize = 32;
@@ -73,10 +73,10 @@ pub(super) async fn run(server: Server, bound: Bound, mut shutdown: watch::Recei
                                 permit.send(stanza);
                             }
                         }
-                        Inbound::BadStanza { element, reason } => {
-                            tracing::debug!(%reason, "bad stanza");
+                        Inbound::BadStanza { element, fault } => {
+                            tracing::debug!(condition = ?fault.condition, "bad stanza");
                             // Like everything the client receives: through the queue.
-                            session.send(error_reply(&element, &StanzaFault::bad_request(reason), None));
+                            session.send(error_reply(&element, &fault, None));
                         }
                         Inbound::StartTls | Inbound::Sasl(_) => {
                             break Some(stream_error(DefinedCondition::PolicyViolation, "Stream already negotiated"));
