@@ -18,7 +18,7 @@ from slixmpp.exceptions import IqError
 
 TIMEOUT = 10.0
 
-PLUGINS = ("xep_0030", "xep_0092", "xep_0191", "xep_0199", "xep_0202", "xep_0203", "xep_0280")
+PLUGINS = ("xep_0030", "xep_0092", "xep_0191", "xep_0199", "xep_0202", "xep_0203", "xep_0280", "xep_0352")
 
 
 class LoginFailed(Exception):

@@ -14,12 +14,12 @@ IMPLEMENTED = {
     "jabber:iq:version",
     "urn:xmpp:time",
     "msgoffline",
+    "urn:xmpp:carbons:2",
+    "urn:xmpp:blocking",
 }
 NOT_IMPLEMENTED = {
     "urn:xmpp:mam:2",
-    "urn:xmpp:carbons:2",
     "urn:xmpp:sm:3",
-    "urn:xmpp:blocking",
     "http://jabber.org/protocol/muc",
     "urn:xmpp:http:upload:0",
     "jabber:iq:register",

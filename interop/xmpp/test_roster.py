@@ -151,6 +151,9 @@ async def test_directed_presence_and_unavailable_on_disconnect(server):
     alice = await Client(server, "alice", resource="dp").login()
     carol = await Client(server, "carol").login()
     try:
+        # Directed presence to a bare JID reaches its *available* resources: carol's initial
+        # presence must have been handled first (a client's stanzas are handled in order).
+        await carol.plugin["xep_0199"].ping(jid="localhost", timeout=10)
         alice.send_presence(pto="carol@localhost", pstatus="just for you")
         p = await expect(carol.presences, lambda p: p["from"].full == "alice@localhost/dp")
         assert p["type"] == "available" and p["status"] == "just for you"

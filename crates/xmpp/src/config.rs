@@ -19,6 +19,8 @@ pub struct XmppConfig {
     pub limits: Limits,
     /// `[xmpp.offline]`: XEP-0160 offline storage (its module: `modules/offline.rs`).
     pub offline: crate::modules::offline::OfflineConfig,
+    /// `[xmpp.csi]`: XEP-0352 client state indication (`modules/csi.rs`).
+    pub csi: crate::modules::csi::CsiConfig,
 }
 
 impl Default for XmppConfig {
@@ -29,6 +31,7 @@ impl Default for XmppConfig {
             direct_tls: vec![SocketAddr::from(([127, 0, 0, 1], 5223))],
             limits: Limits::default(),
             offline: Default::default(),
+            csi: Default::default(),
         }
     }
 }
@@ -136,6 +139,9 @@ impl XmppConfig {
         }
         if self.offline.max_messages < 0 {
             out.push("xmpp.offline.max_messages: must not be negative".into());
+        }
+        if self.csi.max_held == 0 {
+            out.push("xmpp.csi.max_held: must be at least 1".into());
         }
         if l.session_queue < 16 {
             out.push("xmpp.limits.session_queue: must be at least 16".into());

@@ -84,7 +84,38 @@ type IqFn = Arc<dyn Fn(Ctx, Jid, String, Element) -> BoxFuture<IqResult> + Send 
 type HookFn<T> = Arc<dyn Fn(Ctx, Dest, T) -> BoxFuture<Option<T>> + Send + Sync>;
 type IdleFn = Arc<dyn Fn(&Server, &Arc<Session>) + Send + Sync>;
 /// See [`RouterBuilder::outbound_filter`].
-type FilterFn = Arc<dyn Fn(&Server, &Arc<Session>, Element) -> Option<Element> + Send + Sync>;
+type FilterFn = Arc<dyn Fn(&Server, &Arc<Session>, Element) -> Filtered + Send + Sync>;
+/// See [`RouterBuilder::nonza`].
+type NonzaFn = Arc<dyn Fn(&Server, &Arc<Session>, Element) -> NonzaOutcome + Send + Sync>;
+
+/// What an outbound filter did with an element.
+pub enum Filtered {
+    /// On to the next filter.
+    Pass(Element),
+    /// Dropped, or kept by the filter for later.
+    Drop,
+    /// These, in order (e.g. what the filter held, then this one), each on to the next filter.
+    Many(Vec<Element>),
+}
+
+impl From<Option<Element>> for Filtered {
+    fn from(el: Option<Element>) -> Self {
+        el.map_or(Filtered::Drop, Filtered::Pass)
+    }
+}
+
+/// What a nonza handler wants the session to do.
+pub enum NonzaOutcome {
+    Done,
+    /// Write these now, through the outbound filters of priority above `after` (the
+    /// module's own filter released them).
+    Release {
+        after: i32,
+        elements: Vec<Element>,
+    },
+    /// End the stream with this error.
+    Close(xmpp_parsers::stream_error::StreamError),
+}
 type EventFn = Arc<dyn Fn(Server, SessionEvent) -> BoxFuture<()> + Send + Sync>;
 
 /// Collects module registrations; frozen into a [`Router`].
@@ -95,6 +126,7 @@ pub struct RouterBuilder {
     presences: Vec<(i32, HookFn<Presence>)>,
     iqs: Vec<(i32, HookFn<Iq>)>,
     filters: Vec<(i32, FilterFn)>,
+    nonzas: HashMap<(String, String), NonzaFn>,
     idle: Vec<IdleFn>,
     events: Vec<EventFn>,
     features: HashMap<Scope, BTreeSet<String>>,
@@ -186,9 +218,27 @@ impl RouterBuilder {
     pub fn outbound_filter(
         &mut self,
         priority: i32,
-        filter: impl Fn(&Server, &Arc<Session>, Element) -> Option<Element> + Send + Sync + 'static,
+        filter: impl Fn(&Server, &Arc<Session>, Element) -> Filtered + Send + Sync + 'static,
     ) {
         self.filters.push((priority, Arc::new(filter)));
+    }
+
+    /// Handles the top-level element `<name xmlns=ns/>` of a bound session (a nonza: not a
+    /// stanza, never routed), in the session's own task. An element no module registered ends
+    /// the stream with `unsupported-stanza-type`.
+    pub fn nonza(
+        &mut self,
+        ns: &str,
+        name: &str,
+        handler: impl Fn(&Server, &Arc<Session>, Element) -> NonzaOutcome + Send + Sync + 'static,
+    ) {
+        let key = (ns.to_owned(), name.to_owned());
+        if self.nonzas.contains_key(&key) {
+            self.problems
+                .push(format!("two handlers for the <{name} xmlns='{ns}'/> nonza"));
+            return;
+        }
+        self.nonzas.insert(key, Arc::new(handler));
     }
 
     /// Runs when a bound client has been silent for the idle time (e.g. to ping it). What it
@@ -232,7 +282,8 @@ impl RouterBuilder {
             messages: self.messages.into_iter().map(|(_, h)| h).collect(),
             presences: self.presences.into_iter().map(|(_, h)| h).collect(),
             iqs: self.iqs.into_iter().map(|(_, h)| h).collect(),
-            filters: self.filters.into_iter().map(|(_, f)| f).collect(),
+            filters: self.filters,
+            nonzas: self.nonzas,
             idle: self.idle,
             events: self.events,
             features: self.features,
@@ -247,7 +298,8 @@ pub struct Router {
     messages: Vec<HookFn<Message>>,
     presences: Vec<HookFn<Presence>>,
     iqs: Vec<HookFn<Iq>>,
-    filters: Vec<FilterFn>,
+    filters: Vec<(i32, FilterFn)>,
+    nonzas: HashMap<(String, String), NonzaFn>,
     idle: Vec<IdleFn>,
     events: Vec<EventFn>,
     features: HashMap<Scope, BTreeSet<String>>,
@@ -363,18 +415,55 @@ impl Router {
         ctx.session.send(reply.into());
     }
 
-    /// Passes `el` through the outbound filters for `session`; what is left gets written.
+    /// Passes `el` through the outbound filters for `session` of priority above `after` (all
+    /// with `None`); what is left is appended to `out`, to be written in that order.
     pub fn filter_outbound(
         &self,
         server: &Server,
         session: &Arc<Session>,
         el: Element,
-    ) -> Option<Element> {
-        let mut current = el;
-        for filter in &self.filters {
-            current = filter(server, session, current)?;
+        after: Option<i32>,
+        out: &mut Vec<Element>,
+    ) {
+        let start = match after {
+            None => 0,
+            Some(p) => self.filters.partition_point(|(q, _)| *q <= p),
+        };
+        self.filter_from(server, session, el, start, out);
+    }
+
+    fn filter_from(
+        &self,
+        server: &Server,
+        session: &Arc<Session>,
+        el: Element,
+        index: usize,
+        out: &mut Vec<Element>,
+    ) {
+        let Some((_, filter)) = self.filters.get(index) else {
+            out.push(el);
+            return;
+        };
+        match filter(server, session, el) {
+            Filtered::Pass(el) => self.filter_from(server, session, el, index + 1, out),
+            Filtered::Drop => {}
+            Filtered::Many(els) => {
+                for el in els {
+                    self.filter_from(server, session, el, index + 1, out);
+                }
+            }
         }
-        Some(current)
+    }
+
+    /// The handler of a bound session's nonza, if a module registered one.
+    pub fn nonza(
+        &self,
+        server: &Server,
+        session: &Arc<Session>,
+        el: Element,
+    ) -> Option<NonzaOutcome> {
+        let handler = self.nonzas.get(&(el.ns(), el.name().to_owned()))?;
+        Some(handler(server, session, el))
     }
 
     /// The client of `session` has been silent for the idle time.

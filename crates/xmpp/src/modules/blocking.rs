@@ -98,7 +98,7 @@ pub fn register(r: &mut RouterBuilder) {
         move |ctx, dest, iq| on_iq(ctx, dest, iq, lists.clone())
     });
     r.outbound_filter(FILTER_PRIORITY, move |server, session, el| {
-        filter(server, session, el, &lists)
+        filter(server, session, el, &lists).into()
     });
     r.disco_feature(Scope::Server, ns::BLOCKING);
 }

@@ -3,6 +3,7 @@
 
 pub mod blocking;
 pub mod carbons;
+pub mod csi;
 pub mod disco;
 pub mod legacy_session;
 pub mod message;
@@ -26,6 +27,7 @@ pub fn register_all(r: &mut RouterBuilder) {
     presence::register(r);
     blocking::register(r);
     carbons::register(r);
+    csi::register(r);
     message::register(r);
     offline::register(r);
 }

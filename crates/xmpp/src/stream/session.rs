@@ -10,7 +10,7 @@ use xmpp_parsers::stream_error::DefinedCondition;
 
 use super::bind::Bound;
 use super::{Read, close, read, stream_error};
-use crate::router::{Ctx, SessionEvent};
+use crate::router::{Ctx, NonzaOutcome, SessionEvent};
 use crate::server::Server;
 use crate::sessions::Outbound;
 use crate::stanza::{Inbound, Stanza, error_reply};
@@ -39,14 +39,14 @@ pub(super) async fn run(server: Server, bound: Bound, mut shutdown: watch::Recei
         // A slot in the hand-over queue, taken before reading so that a read stanza is never
         // held while the writer waits.
         let mut slot = None;
+        // What the outbound filters let through, written in order.
+        let mut ready = Vec::new();
         loop {
             tokio::select! {
                 out = rx.recv() => match out {
                     Some(Outbound::Stanza(el)) => {
-                        let Some(el) = server.router.filter_outbound(&server, &session, el) else {
-                            continue;
-                        };
-                        if xml.send(&el).await.is_err() {
+                        server.router.filter_outbound(&server, &session, el, None, &mut ready);
+                        if write_all(&mut xml, &mut ready).await.is_err() {
                             break None;
                         }
                     }
@@ -82,8 +82,23 @@ pub(super) async fn run(server: Server, bound: Bound, mut shutdown: watch::Recei
                             break Some(stream_error(DefinedCondition::PolicyViolation, "Stream already negotiated"));
                         }
                         Inbound::Other(el) => {
-                            tracing::debug!(name = el.name(), ns = el.ns(), "unsupported top-level element");
-                            break Some(stream_error(DefinedCondition::UnsupportedStanzaType, "Unsupported element"));
+                            let (name, ns) = (el.name().to_owned(), el.ns());
+                            match server.router.nonza(&server, &session, el) {
+                                Some(NonzaOutcome::Done) => {}
+                                Some(NonzaOutcome::Release { after, elements }) => {
+                                    for el in elements {
+                                        server.router.filter_outbound(&server, &session, el, Some(after), &mut ready);
+                                    }
+                                    if write_all(&mut xml, &mut ready).await.is_err() {
+                                        break None;
+                                    }
+                                }
+                                Some(NonzaOutcome::Close(e)) => break Some(e),
+                                None => {
+                                    tracing::debug!(%name, %ns, "unsupported top-level element");
+                                    break Some(stream_error(DefinedCondition::UnsupportedStanzaType, "Unsupported element"));
+                                }
+                            }
                         }
                     },
                     Read::SoftTimeout => server.router.idle(&server, &session),
@@ -105,6 +120,14 @@ pub(super) async fn run(server: Server, bound: Bound, mut shutdown: watch::Recei
         .router
         .fire(&server, SessionEvent::Closed(session))
         .await;
+}
+
+/// Writes and empties `ready`.
+async fn write_all(xml: &mut super::Xml, ready: &mut Vec<minidom::Element>) -> Result<(), ()> {
+    for el in ready.drain(..) {
+        xml.send(&el).await.map_err(|_| ())?;
+    }
+    Ok(())
 }
 
 /// Routes one session's stanzas one after the other, in the order the client sent them.
