@@ -523,6 +523,30 @@ impl Raw {
     }
 
     /// A full login: STARTTLS, PLAIN, restart, bind `resource`.
+    /// Logged in, bound and available (initial presence sent and handled).
+    pub async fn online(
+        server: &TestServer,
+        jid: &str,
+        password: &str,
+        resource: &str,
+    ) -> anyhow::Result<Raw> {
+        let mut raw = Raw::login(server, jid, password, resource).await?;
+        raw.send("<presence/>").await?;
+        raw.sync(&format!("{resource}-online")).await?;
+        Ok(raw)
+    }
+
+    /// A ping round trip to the server: everything this client sent before has been
+    /// handled (the server handles a client's stanzas in order). Returns what arrived up to
+    /// the answer.
+    pub async fn sync(&mut self, id: &str) -> anyhow::Result<String> {
+        self.send(&format!(
+            "<iq type='get' id='{id}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ))
+        .await?;
+        self.read_until(&format!("id='{id}'")).await
+    }
+
     pub async fn login(
         server: &TestServer,
         jid: &str,

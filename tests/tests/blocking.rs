@@ -8,20 +8,11 @@
 use postern_tests::{Raw, TestServer, has};
 
 async fn online(server: &TestServer, jid: &str, resource: &str) -> Raw {
-    let mut raw = Raw::login(server, jid, "pw", resource).await.unwrap();
-    raw.send("<presence/>").await.unwrap();
-    sync(&mut raw, &format!("{resource}-ready")).await;
-    raw
+    Raw::online(server, jid, "pw", resource).await.unwrap()
 }
 
-/// A ping round trip; returns everything received up to its answer.
 async fn sync(raw: &mut Raw, id: &str) -> String {
-    raw.send(&format!(
-        "<iq type='get' id='{id}'><ping xmlns='urn:xmpp:ping'/></iq>"
-    ))
-    .await
-    .unwrap();
-    raw.read_until(&format!("id='{id}'")).await.unwrap()
+    raw.sync(id).await.unwrap()
 }
 
 /// Sends an IQ set and returns what arrived up to the end of its answer's start tag.

@@ -9,25 +9,17 @@ use postern_tests::{Raw, TestServer, has};
 const ENABLE: &str = "<iq type='set' id='c1'><enable xmlns='urn:xmpp:carbons:2'/></iq>";
 
 async fn online(server: &TestServer, jid: &str, resource: &str, carbons: bool) -> Raw {
-    let mut raw = Raw::login(server, jid, "pw", resource).await.unwrap();
-    raw.send("<presence/>").await.unwrap();
+    let mut raw = Raw::online(server, jid, "pw", resource).await.unwrap();
     if carbons {
         raw.send(ENABLE).await.unwrap();
         let answer = raw.read_element("iq").await.unwrap();
         assert!(answer.contains("result"), "{answer}");
     }
-    // A ping round trip: everything before it has been handled.
-    sync(&mut raw, &format!("{resource}-ready")).await;
     raw
 }
 
 async fn sync(raw: &mut Raw, id: &str) -> String {
-    raw.send(&format!(
-        "<iq type='get' id='{id}'><ping xmlns='urn:xmpp:ping'/></iq>"
-    ))
-    .await
-    .unwrap();
-    raw.read_until(id).await.unwrap()
+    raw.sync(id).await.unwrap()
 }
 
 fn chat(to: &str, body: &str, extra: &str) -> String {

@@ -43,6 +43,19 @@ pub struct Ctx {
     pub session: Arc<Session>,
 }
 
+impl Ctx {
+    /// The sender's own account when `to` is it (or was left out): for what only the account
+    /// itself may read or change (roster, blocklist, carbons, …); `forbidden` otherwise.
+    pub fn own_account(&self, to: &Jid) -> Result<BareJid, StanzaFault> {
+        let me = self.from.to_bare();
+        if to.to_bare() == me {
+            Ok(me)
+        } else {
+            Err(StanzaFault::forbidden())
+        }
+    }
+}
+
 /// Which addresses an IQ handler answers for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {

@@ -104,14 +104,14 @@ pub fn register(r: &mut RouterBuilder) {
 }
 
 async fn get(ctx: Ctx, req: IqRequest<BlocklistRequest>, lists: Lists) -> IqResult {
-    let owner = own(&ctx, &req.to)?;
+    let owner = ctx.own_account(&req.to)?;
     ctx.session.ext.with(|r: &mut Requested| r.0 = true);
     let items = list(&ctx.server, &lists, &owner).await.to_vec();
     Ok(Some(BlocklistResult { items }.into()))
 }
 
 async fn block(ctx: Ctx, req: IqRequest<Block>, lists: Lists) -> IqResult {
-    let owner = own(&ctx, &req.to)?;
+    let owner = ctx.own_account(&req.to)?;
     if req.payload.items.is_empty() {
         return Err(StanzaFault::bad_request("Block at least one JID"));
     }
@@ -137,7 +137,7 @@ async fn block(ctx: Ctx, req: IqRequest<Block>, lists: Lists) -> IqResult {
 }
 
 async fn unblock(ctx: Ctx, req: IqRequest<Unblock>, lists: Lists) -> IqResult {
-    let owner = own(&ctx, &req.to)?;
+    let owner = ctx.own_account(&req.to)?;
     let items = deduplicated(&req.payload.items);
     ctx.server
         .store
@@ -369,16 +369,6 @@ fn strings(items: &[Jid]) -> Vec<String> {
 /// §3.4: `not-acceptable` with the application condition `<blocked/>`.
 fn blocked_by_user() -> StanzaFault {
     StanzaFault::new(ErrorType::Cancel, DefinedCondition::NotAcceptable).with_app(Blocked.into())
-}
-
-/// Only the account itself reads or changes its blocklist.
-fn own(ctx: &Ctx, to: &Jid) -> Result<BareJid, StanzaFault> {
-    let me = ctx.from.to_bare();
-    if to.to_bare() == me {
-        Ok(me)
-    } else {
-        Err(StanzaFault::forbidden())
-    }
 }
 
 fn internal(e: postern_store::StoreError) -> StanzaFault {

@@ -19,7 +19,6 @@ use xmpp_parsers::ns;
 use crate::router::{Ctx, Dest, IqKind, IqRequest, IqResult, RouterBuilder, Scope};
 use crate::server::Server;
 use crate::sessions::Session;
-use crate::stanza::StanzaFault;
 
 /// Right before delivery ([`super::message::PRIORITY`]), after anything that may drop it.
 pub const PRIORITY: i32 = 900;
@@ -55,9 +54,7 @@ async fn disable(ctx: Ctx, req: IqRequest<Disable>) -> IqResult {
 
 /// §4: only for the session itself, addressed to its own account (or to no one).
 fn set(ctx: &Ctx, to: &Jid, on: bool) -> IqResult {
-    if to.to_bare() != ctx.from.to_bare() {
-        return Err(StanzaFault::forbidden());
-    }
+    ctx.own_account(to)?;
     ctx.session.ext.with(|e: &mut Enabled| e.0 = on);
     Ok(None)
 }

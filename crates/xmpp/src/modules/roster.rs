@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use minidom::Element;
 use postern_store::roster::{RosterItem, Subscription};
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::jid::{BareJid, Jid};
+use xmpp_parsers::jid::BareJid;
 use xmpp_parsers::ns;
 use xmpp_parsers::roster::{Ask, Group, Item, Roster, Subscription as XSub};
 
@@ -25,7 +25,7 @@ pub fn register(r: &mut RouterBuilder) {
 }
 
 async fn get(ctx: Ctx, req: IqRequest<Roster>) -> IqResult {
-    let owner = own(&ctx, &req.to)?;
+    let owner = ctx.own_account(&req.to)?;
     ctx.session.ext.with(|i: &mut Interested| i.0 = true);
     let (ver, items) = ctx
         .server
@@ -48,7 +48,7 @@ async fn get(ctx: Ctx, req: IqRequest<Roster>) -> IqResult {
 }
 
 async fn set(ctx: Ctx, req: IqRequest<Roster>) -> IqResult {
-    let owner = own(&ctx, &req.to)?;
+    let owner = ctx.own_account(&req.to)?;
     let [item] = req.payload.items.as_slice() else {
         return Err(StanzaFault::bad_request(
             "A roster set carries exactly one item",
@@ -158,16 +158,6 @@ fn push(server: &Server, owner: &BareJid, item: Item, ver: i64) {
             payload: roster.clone().into(),
         };
         s.send(iq.into());
-    }
-}
-
-/// Only the account itself reads or writes its roster.
-fn own(ctx: &Ctx, to: &Jid) -> Result<BareJid, StanzaFault> {
-    let me = ctx.from.to_bare();
-    if to.to_bare() == me {
-        Ok(me)
-    } else {
-        Err(StanzaFault::forbidden())
     }
 }
 
