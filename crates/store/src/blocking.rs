@@ -17,6 +17,16 @@ impl Store {
             .collect()
     }
 
+    /// Every account that blocks anything (so a login of any other needs no query).
+    pub async fn blocklist_owners(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT owner FROM blocklist")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("owner").map_err(StoreError::from))
+            .collect()
+    }
+
     /// Adds `jids` to `owner`'s blocklist (those already there stay), in one transaction.
     pub async fn block(&self, owner: &str, jids: &[String]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;

@@ -14,9 +14,9 @@
 //! The server itself and the user's own account are never blocked.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use minidom::Element;
 use xmpp_parsers::blocking::{Block, Blocked, BlocklistRequest, BlocklistResult, Unblock};
 use xmpp_parsers::iq::Iq;
@@ -39,7 +39,71 @@ pub const PRIORITY: i32 = -100;
 pub const FILTER_PRIORITY: i32 = 0;
 
 /// Blocklists of accounts with bound sessions, loaded at bind; others are read per stanza.
-type Lists = Arc<DashMap<BareJid, Arc<Vec<Jid>>>>;
+type Lists = Arc<Cache>;
+
+#[derive(Default)]
+struct Cache {
+    map: DashMap<BareJid, Arc<Vec<Jid>>>,
+    /// Accounts whose blocklist is not empty, read from the store once: a login of any other
+    /// account costs no query.
+    owners: tokio::sync::OnceCell<DashSet<BareJid>>,
+    /// How many cached lists are not empty: with none, the outbound filter has nothing to
+    /// do and returns at once (every stanza to every session passes it).
+    nonempty: AtomicUsize,
+}
+
+impl Cache {
+    async fn owners(&self, server: &Server) -> &DashSet<BareJid> {
+        self.owners
+            .get_or_init(|| async {
+                let set = DashSet::new();
+                match server.store.blocklist_owners().await {
+                    Ok(owners) => {
+                        for o in owners {
+                            if let Ok(b) = o.parse() {
+                                set.insert(b);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "reading who blocks anyone failed"),
+                }
+                set
+            })
+            .await
+    }
+
+    fn get(&self, bare: &BareJid) -> Option<Arc<Vec<Jid>>> {
+        self.map.get(bare).map(|l| l.clone())
+    }
+
+    fn contains_key(&self, bare: &BareJid) -> bool {
+        self.map.contains_key(bare)
+    }
+
+    fn insert(&self, bare: BareJid, list: Arc<Vec<Jid>>) {
+        let added = !list.is_empty();
+        let old = self.map.insert(bare, list);
+        self.count(added, old);
+    }
+
+    fn remove(&self, bare: &BareJid) {
+        let old = self.map.remove(bare).map(|(_, l)| l);
+        self.count(false, old);
+    }
+
+    fn count(&self, added: bool, old: Option<Arc<Vec<Jid>>>) {
+        let removed = old.is_some_and(|l| !l.is_empty());
+        match (added, removed) {
+            (true, false) => {
+                self.nonempty.fetch_add(1, Ordering::Relaxed);
+            }
+            (false, true) => {
+                self.nonempty.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
 
 /// The session retrieved the blocklist, so it gets pushes (§3.2).
 #[derive(Debug, Default)]
@@ -58,7 +122,10 @@ pub fn register(r: &mut RouterBuilder) {
                     SessionEvent::Bound(s) => {
                         let bare = s.jid.to_bare();
                         if !lists.contains_key(&bare) {
-                            let list = read(&server, &bare).await;
+                            let list = match lists.owners(&server).await.contains(&bare) {
+                                true => read(&server, &bare).await,
+                                false => Arc::default(),
+                            };
                             lists.insert(bare, list);
                         }
                     }
@@ -241,7 +308,7 @@ async fn verdict(ctx: &Ctx, dest: &Dest, lists: &Lists) -> Verdict {
 /// clients, and nothing from a local account that blocks the user (its presence broadcasts,
 /// which no routing hook sees per recipient).
 fn filter(server: &Server, session: &Arc<Session>, el: Element, lists: &Lists) -> Option<Element> {
-    if lists.is_empty() {
+    if lists.nonempty.load(Ordering::Relaxed) == 0 {
         return Some(el);
     }
     let Some(from) = el.attr("from").and_then(|f| f.parse::<Jid>().ok()) else {
@@ -263,7 +330,7 @@ fn filter(server: &Server, session: &Arc<Session>, el: Element, lists: &Lists) -
     if our_error {
         return Some(el);
     }
-    let mine = lists.get(&owner).map(|l| l.clone());
+    let mine = lists.get(&owner);
     if mine.is_some_and(|l| l.iter().any(|item| matches(item, &from))) {
         return None;
     }
@@ -273,7 +340,7 @@ fn filter(server: &Server, session: &Arc<Session>, el: Element, lists: &Lists) -
     // when the block starts.)
     let broadcast = el.name() == "presence" && el.attr("type").is_none();
     if broadcast {
-        let theirs = lists.get(&from_bare).map(|l| l.clone());
+        let theirs = lists.get(&from_bare);
         let me = Jid::from(session.jid.clone());
         if theirs.is_some_and(|l| l.iter().any(|item| matches(item, &me))) {
             return None;
@@ -295,10 +362,14 @@ pub fn matches(item: &Jid, other: &Jid) -> bool {
     }
 }
 
-/// A blocklist: the cached one of an account with sessions, else read from the store.
+/// A blocklist: the cached one of an account with sessions, else (if it blocks anything at
+/// all) read from the store.
 async fn list(server: &Server, lists: &Lists, bare: &BareJid) -> Arc<Vec<Jid>> {
     if let Some(l) = lists.get(bare) {
-        return l.clone();
+        return l;
+    }
+    if !lists.owners(server).await.contains(bare) {
+        return Arc::default();
     }
     read(server, bare).await
 }
@@ -317,6 +388,12 @@ async fn read(server: &Server, bare: &BareJid) -> Arc<Vec<Jid>> {
 /// After a change: the cache holds what the store holds (only for accounts with sessions).
 async fn refresh(server: &Server, lists: &Lists, owner: &BareJid) {
     let fresh = read(server, owner).await;
+    let owners = lists.owners(server).await;
+    if fresh.is_empty() {
+        owners.remove(owner);
+    } else {
+        owners.insert(owner.clone());
+    }
     if server.sessions.has_resources(owner) {
         lists.insert(owner.clone(), fresh);
     }

@@ -92,8 +92,12 @@ async fn copy(ctx: Ctx, dest: Dest, mut m: Message) -> Option<Message> {
         }
     }
     if let Some(recipient) = recipient {
+        let theirs_enabled = enabled(server, &recipient);
+        if theirs_enabled.is_empty() {
+            return Some(m);
+        }
         let reached = super::message::targets(server, &sender, &dest, &m);
-        for theirs in enabled(server, &recipient) {
+        for theirs in theirs_enabled {
             if !reached.iter().any(|s| s.id == theirs.id) {
                 let received = Received {
                     forwarded: forwarded(&m),
