@@ -8,6 +8,7 @@
 //! reach. `<private/>` is removed from what is delivered.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use minidom::Element;
 use xmpp_parsers::carbons::{Disable, Enable, Received, Sent};
@@ -16,7 +17,7 @@ use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::ns;
 
-use crate::router::{Ctx, Dest, IqKind, IqRequest, IqResult, RouterBuilder, Scope};
+use crate::router::{Ctx, Dest, IqKind, IqRequest, IqResult, RouterBuilder, Scope, SessionEvent};
 use crate::server::Server;
 use crate::sessions::Session;
 
@@ -38,24 +39,57 @@ const IM_PAYLOADS: [&str; 3] = [
 struct Enabled(bool);
 
 pub fn register(r: &mut RouterBuilder) {
-    r.iq(Scope::Account, IqKind::Set, ns::CARBONS, "enable", enable);
-    r.iq(Scope::Account, IqKind::Set, ns::CARBONS, "disable", disable);
+    // Sessions with carbons on, server-wide: while there are none, a message costs this
+    // module one atomic load.
+    let on: Arc<AtomicUsize> = Arc::default();
+    r.iq(Scope::Account, IqKind::Set, ns::CARBONS, "enable", {
+        let on = on.clone();
+        move |ctx, req: IqRequest<Enable>| {
+            let on = on.clone();
+            async move { set(&ctx, &req.to, true, &on) }
+        }
+    });
+    r.iq(Scope::Account, IqKind::Set, ns::CARBONS, "disable", {
+        let on = on.clone();
+        move |ctx, req: IqRequest<Disable>| {
+            let on = on.clone();
+            async move { set(&ctx, &req.to, false, &on) }
+        }
+    });
+    r.on_event({
+        let on = on.clone();
+        move |_, event| {
+            if let SessionEvent::Closed(s) = &event
+                && s.ext.with(|e: &mut Enabled| std::mem::take(&mut e.0))
+            {
+                on.fetch_sub(1, Ordering::Relaxed);
+            }
+            async {}
+        }
+    });
     r.disco_feature(Scope::Server, ns::CARBONS);
-    r.message_hook(PRIORITY, copy);
-}
-
-async fn enable(ctx: Ctx, req: IqRequest<Enable>) -> IqResult {
-    set(&ctx, &req.to, true)
-}
-
-async fn disable(ctx: Ctx, req: IqRequest<Disable>) -> IqResult {
-    set(&ctx, &req.to, false)
+    r.message_hook(PRIORITY, move |ctx, dest, m| {
+        let active = on.load(Ordering::Relaxed) > 0;
+        copy(ctx, dest, m, active)
+    });
 }
 
 /// §4: only for the session itself, addressed to its own account (or to no one).
-fn set(ctx: &Ctx, to: &Jid, on: bool) -> IqResult {
+fn set(ctx: &Ctx, to: &Jid, wanted: bool, on: &AtomicUsize) -> IqResult {
     ctx.own_account(to)?;
-    ctx.session.ext.with(|e: &mut Enabled| e.0 = on);
+    let was = ctx
+        .session
+        .ext
+        .with(|e: &mut Enabled| std::mem::replace(&mut e.0, wanted));
+    match (was, wanted) {
+        (false, true) => {
+            on.fetch_add(1, Ordering::Relaxed);
+        }
+        (true, false) => {
+            on.fetch_sub(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
     Ok(None)
 }
 
@@ -63,7 +97,11 @@ fn is_enabled(session: &Session) -> bool {
     session.ext.with(|e: &mut Enabled| e.0)
 }
 
-async fn copy(ctx: Ctx, dest: Dest, mut m: Message) -> Option<Message> {
+async fn copy(ctx: Ctx, dest: Dest, mut m: Message, active: bool) -> Option<Message> {
+    if !active {
+        m.payloads.retain(|p| !p.is("private", ns::CARBONS));
+        return Some(m);
+    }
     let private = m
         .payloads
         .iter()

@@ -7,11 +7,12 @@
 //! client that stays inactive for ever costs at most that much memory here.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use minidom::Element;
 use xmpp_parsers::ns;
 
-use crate::router::{Filtered, NonzaOutcome, RouterBuilder};
+use crate::router::{Filtered, NonzaOutcome, RouterBuilder, SessionEvent};
 use crate::server::Server;
 use crate::sessions::Session;
 
@@ -50,22 +51,56 @@ enum Key {
 }
 
 pub fn register(r: &mut RouterBuilder) {
+    // Inactive sessions, server-wide: while there are none, the filter is one atomic load
+    // (it sits on every stanza to every session).
+    let inactive: Arc<AtomicUsize> = Arc::default();
     r.bound_stream_feature(Element::bare("csi", CSI));
-    r.nonza(CSI, "inactive", |_, session, _| {
-        session.ext.with(|s: &mut State| s.inactive = true);
-        NonzaOutcome::Done
-    });
-    r.nonza(CSI, "active", |_, session, _| {
-        let elements = session.ext.with(|s: &mut State| {
-            s.inactive = false;
-            s.held.drain(..).map(|(_, el)| el).collect()
-        });
-        NonzaOutcome::Release {
-            after: FILTER_PRIORITY,
-            elements,
+    r.nonza(CSI, "inactive", {
+        let inactive = inactive.clone();
+        move |_, session, _| {
+            if !session
+                .ext
+                .with(|s: &mut State| std::mem::replace(&mut s.inactive, true))
+            {
+                inactive.fetch_add(1, Ordering::Relaxed);
+            }
+            NonzaOutcome::Done
         }
     });
-    r.outbound_filter(FILTER_PRIORITY, filter);
+    r.nonza(CSI, "active", {
+        let inactive = inactive.clone();
+        move |_, session, _| {
+            let (was, elements) = session.ext.with(|s: &mut State| {
+                let was = std::mem::replace(&mut s.inactive, false);
+                (was, s.take())
+            });
+            if was {
+                inactive.fetch_sub(1, Ordering::Relaxed);
+            }
+            NonzaOutcome::Release {
+                after: FILTER_PRIORITY,
+                elements,
+            }
+        }
+    });
+    r.on_event({
+        let inactive = inactive.clone();
+        move |_, event| {
+            if let SessionEvent::Closed(s) = &event
+                && s.ext
+                    .with(|st: &mut State| std::mem::take(&mut st.inactive))
+            {
+                inactive.fetch_sub(1, Ordering::Relaxed);
+            }
+            async {}
+        }
+    });
+    r.outbound_filter(FILTER_PRIORITY, move |server, session, el| {
+        if inactive.load(Ordering::Relaxed) == 0 {
+            return Filtered::Pass(el);
+        }
+        filter(server, session, el)
+    });
 }
 
 fn filter(server: &Server, session: &Arc<Session>, el: Element) -> Filtered {
