@@ -523,6 +523,22 @@ impl Raw {
     }
 
     /// A full login: STARTTLS, PLAIN, restart, bind `resource`.
+    /// Authenticated with PLAIN and the stream restarted, not yet bound; returns the
+    /// features offered after authentication.
+    pub async fn authenticated(
+        server: &TestServer,
+        jid: &str,
+        password: &str,
+    ) -> anyhow::Result<(Raw, String)> {
+        let domain = jid.split('@').nth(1).context("address")?;
+        let (mut raw, _) = Raw::secured(server, domain).await?;
+        let answer = raw.plain(jid, password).await?;
+        anyhow::ensure!(answer.contains("<success"), "login failed: {answer}");
+        raw.open(domain).await?;
+        let features = raw.read_until("</stream:features>").await?;
+        Ok((raw, features))
+    }
+
     /// Logged in, bound and available (initial presence sent and handled).
     pub async fn online(
         server: &TestServer,
@@ -553,12 +569,7 @@ impl Raw {
         password: &str,
         resource: &str,
     ) -> anyhow::Result<Raw> {
-        let domain = jid.split('@').nth(1).context("address")?;
-        let (mut raw, _) = Raw::secured(server, domain).await?;
-        let answer = raw.plain(jid, password).await?;
-        anyhow::ensure!(answer.contains("<success"), "login failed: {answer}");
-        raw.open(domain).await?;
-        raw.read_until("</stream:features>").await?;
+        let (mut raw, _) = Raw::authenticated(server, jid, password).await?;
         raw.send(&format!(
             "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
         ))

@@ -17,15 +17,9 @@ async fn inactive_holds_presence_and_chat_states_but_not_messages() {
         server.add_account(who, "pw").await.unwrap();
     }
     // The feature is offered after authentication.
-    let (mut raw, _) = Raw::secured(&server, "localhost").await.unwrap();
-    assert!(
-        raw.plain("alice@localhost", "pw")
-            .await
-            .unwrap()
-            .contains("<success")
-    );
-    raw.open("localhost").await.unwrap();
-    let features = raw.read_until("</stream:features>").await.unwrap();
+    let (raw, features) = Raw::authenticated(&server, "alice@localhost", "pw")
+        .await
+        .unwrap();
     assert!(features.contains("urn:xmpp:csi:0"), "{features}");
     drop(raw);
 
