@@ -29,31 +29,41 @@ impl Store {
 
     /// Adds `jids` to `owner`'s blocklist (those already there stay), in one transaction.
     pub async fn block(&self, owner: &str, jids: &[String]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for jid in jids {
-            sqlx::query(
-                "INSERT INTO blocklist (owner, jid) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(owner)
-            .bind(jid)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.each_jid(
+            "INSERT INTO blocklist (owner, jid) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            owner,
+            jids,
+        )
+        .await
     }
 
     /// Removes `jids` from `owner`'s blocklist; with none given, empties it.
     pub async fn unblock(&self, owner: &str, jids: &[String]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
         if jids.is_empty() {
             sqlx::query("DELETE FROM blocklist WHERE owner = $1")
                 .bind(owner)
-                .execute(&mut *tx)
+                .execute(&self.pool)
                 .await?;
+            return Ok(());
         }
+        self.each_jid(
+            "DELETE FROM blocklist WHERE owner = $1 AND jid = $2",
+            owner,
+            jids,
+        )
+        .await
+    }
+
+    /// Runs `sql` (`$1` owner, `$2` jid) for each of `jids`, in one transaction.
+    async fn each_jid(
+        &self,
+        sql: &'static str,
+        owner: &str,
+        jids: &[String],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         for jid in jids {
-            sqlx::query("DELETE FROM blocklist WHERE owner = $1 AND jid = $2")
+            sqlx::query(sql)
                 .bind(owner)
                 .bind(jid)
                 .execute(&mut *tx)

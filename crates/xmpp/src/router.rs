@@ -337,22 +337,12 @@ impl Router {
         let dest = ctx.server.classify(stanza.to());
         match stanza {
             Stanza::Iq(iq) => {
-                let mut current = Some(iq);
-                for hook in &self.iqs {
-                    let Some(iq) = current.take() else { break };
-                    current = hook(ctx.clone(), dest.clone(), iq).await;
-                }
-                if let Some(iq) = current {
+                if let Some(iq) = run_hooks(&self.iqs, &ctx, &dest, iq).await {
                     self.route_iq(ctx, dest, iq).await;
                 }
             }
             Stanza::Message(m) => {
-                let mut current = Some(m);
-                for hook in &self.messages {
-                    let Some(m) = current.take() else { break };
-                    current = hook(ctx.clone(), dest.clone(), m).await;
-                }
-                if let Some(m) = current {
+                if let Some(m) = run_hooks(&self.messages, &ctx, &dest, m).await {
                     bounce(
                         &ctx,
                         &Stanza::Message(m),
@@ -361,11 +351,7 @@ impl Router {
                 }
             }
             Stanza::Presence(p) => {
-                let mut current = Some(p);
-                for hook in &self.presences {
-                    let Some(p) = current.take() else { break };
-                    current = hook(ctx.clone(), dest.clone(), p).await;
-                }
+                run_hooks(&self.presences, &ctx, &dest, p).await;
             }
         }
     }
@@ -491,6 +477,15 @@ impl Router {
             handler(server.clone(), event.clone()).await;
         }
     }
+}
+
+/// Runs `hooks` in order on `item`; what the last one passes on, if any.
+async fn run_hooks<T>(hooks: &[HookFn<T>], ctx: &Ctx, dest: &Dest, item: T) -> Option<T> {
+    let mut current = item;
+    for hook in hooks {
+        current = hook(ctx.clone(), dest.clone(), current).await?;
+    }
+    Some(current)
 }
 
 /// Returns an error for `stanza` to its sender, unless it is an error itself.

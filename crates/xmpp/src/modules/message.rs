@@ -59,9 +59,11 @@ async fn deliver(ctx: Ctx, dest: Dest, m: Message) -> Option<Message> {
 /// available resource with non-negative priority for headlines, those of the highest such
 /// priority otherwise.
 pub fn recipients(server: &Server, to: &BareJid, type_: &MessageType) -> Vec<Arc<Session>> {
-    let mut candidates: Vec<_> = super::presence::available(server, to)
+    let mut candidates: Vec<_> = server
+        .sessions
+        .resources(to)
         .into_iter()
-        .map(|s| (super::presence::priority(&s), s))
+        .filter_map(|s| super::presence::available_priority(&s).map(|p| (p, s)))
         .filter(|(p, _)| *p >= 0)
         .collect();
     if *type_ != MessageType::Headline {

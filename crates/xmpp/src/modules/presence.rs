@@ -33,6 +33,14 @@ pub fn priority(session: &Session) -> i8 {
     session.ext.with(|s: &mut State| s.priority)
 }
 
+/// The priority of an available session, `None` for one that is not (one lock, for the
+/// per-message delivery choice).
+pub fn available_priority(session: &Session) -> Option<i8> {
+    session
+        .ext
+        .with(|s: &mut State| s.available.then_some(s.priority))
+}
+
 fn last_presence(session: &Session) -> Option<Presence> {
     session.ext.with(|s: &mut State| s.presence.clone())
 }
