@@ -71,11 +71,7 @@ pub struct Plain {
 
 impl Plain {
     async fn open(server: &Server, tcp: TcpStream, deadline: Instant) -> Option<Plain> {
-        let io = Io::new(
-            Transport::Plain(tcp),
-            server.config.limits.max_stanza_size.0 as usize,
-            server.config.limits.max_stanza_depth,
-        );
+        let io = limited_io(server, Transport::Plain(tcp));
         let features = |_: &str| StreamFeatures {
             starttls: Some(xmpp_parsers::starttls::StartTls { required: true }),
             ..StreamFeatures::default()
@@ -153,11 +149,7 @@ impl Secured {
         peer: SocketAddr,
         deadline: Instant,
     ) -> Option<sasl::Authenticated> {
-        let io = Io::new(
-            self.transport,
-            server.config.limits.max_stanza_size.0 as usize,
-            server.config.limits.max_stanza_depth,
-        );
+        let io = limited_io(server, self.transport);
         let bindings = self.bindings;
         let features = |_: &str| sasl::features(&bindings);
         let (xml, domain) = open(server, io, deadline, features).await?;
@@ -219,6 +211,16 @@ async fn open_accepted(
         .await
         .ok()?;
     Some((xml, domain))
+}
+
+/// The byte layer of one stream, with the configured size and depth caps.
+fn limited_io(server: &Server, transport: Transport) -> Io {
+    let limits = &server.config.limits;
+    Io::new(
+        transport,
+        limits.max_stanza_size.0 as usize,
+        limits.max_stanza_depth,
+    )
 }
 
 fn timeouts(server: &Server) -> Timeouts {
