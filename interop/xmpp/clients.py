@@ -37,6 +37,7 @@ class Client(slixmpp.ClientXMPP):
         mech: str | None = None,
         trust_server_cert: bool = True,
         alpn: list[str] | None = None,
+        extra_plugins: tuple[str, ...] = (),
     ):
         jid = server.jid(user) + (f"/{resource}" if resource else "")
         if password is None:
@@ -63,7 +64,7 @@ class Client(slixmpp.ClientXMPP):
         # Subscription requests are answered by the tests, not by slixmpp.
         self.roster.auto_authorize = None
         self.roster.auto_subscribe = False
-        for plugin in PLUGINS:
+        for plugin in PLUGINS + extra_plugins:
             self.register_plugin(plugin)
 
         self.messages: asyncio.Queue = asyncio.Queue()

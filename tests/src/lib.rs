@@ -271,6 +271,19 @@ pub async fn expect<T>(
     .context("timed out waiting for a stanza")?
 }
 
+/// A ping round trip to the server: everything `client` sent before has been handled (the
+/// server handles a client's stanzas in order), and what the server sent before the answer
+/// has been read, stream-management requests included (tokio-xmpp answers them itself).
+pub async fn round_trip(client: &mut Client, id: &str) -> anyhow::Result<()> {
+    let ping = tokio_xmpp::parsers::iq::Iq::from_get(id, tokio_xmpp::parsers::ping::Ping);
+    client.send_stanza(tokio_xmpp::Stanza::Iq(ping)).await?;
+    expect(client, |s| match s {
+        tokio_xmpp::Stanza::Iq(iq) if iq.id() == id => Some(()),
+        _ => None,
+    })
+    .await
+}
+
 /// Whether serialized XML contains an element `name` (`<name/>`, `<name>` or `<name attr…`).
 pub fn has(xml: &str, name: &str) -> bool {
     let open = format!("<{name}");
@@ -283,6 +296,18 @@ pub fn bare(s: &str) -> BareJid {
 }
 
 /// A raw socket speaking XML by hand, for bad input and exact protocol checks.
+/// The value of attribute `name` in the first tag of `xml` that has it (either quote style).
+pub fn attr(xml: &str, name: &str) -> Option<String> {
+    for quote in ['\'', '"'] {
+        let key = format!(" {name}={quote}");
+        if let Some(i) = xml.find(&key) {
+            let rest = &xml[i + key.len()..];
+            return rest.find(quote).map(|end| rest[..end].to_owned());
+        }
+    }
+    None
+}
+
 pub struct Raw {
     stream: RawStream,
     /// Everything received so far, not yet consumed by [`Raw::read_until`].

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure, like the tests
 
-use postern_tests::{Raw, TestServer, bare, expect, online};
+use postern_tests::{Raw, TestServer, bare, expect, online, round_trip};
 use tokio_xmpp::Stanza;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::jid::Jid;
@@ -224,8 +224,8 @@ async fn messages_for_an_offline_user_arrive_at_next_login_with_a_delay_stamp() 
             .await
             .unwrap();
     }
-    // Give the server a moment to store them, then Bob logs in.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Handled in order: once the ping is answered, the messages are stored.
+    round_trip(&mut alice, "stored").await.unwrap();
     let mut bob = server.client("bob@localhost", "b");
     online(&mut bob).await.unwrap();
     bob.send_stanza(Stanza::Presence(Presence::available()))
@@ -241,7 +241,9 @@ async fn messages_for_an_offline_user_arrive_at_next_login_with_a_delay_stamp() 
             .expect("delay stamp");
         assert!(delay.attr("stamp").is_some());
     }
-    // Delivered once: a second login gets nothing more.
+    // Delivered once: a second login gets nothing more. Bob's client acknowledges what it
+    // got (XEP-0198) before it leaves; unacknowledged messages would be stored again.
+    round_trip(&mut bob, "acked").await.unwrap();
     bob.send_end().await.unwrap();
     let mut bob = server.client("bob@localhost", "b");
     online(&mut bob).await.unwrap();

@@ -21,6 +21,7 @@ pub struct XmppConfig {
     pub offline: crate::modules::offline::OfflineConfig,
     /// `[xmpp.csi]`: XEP-0352 client state indication (`modules/csi.rs`).
     pub csi: crate::modules::csi::CsiConfig,
+    pub sm: crate::modules::sm::SmConfig,
 }
 
 impl Default for XmppConfig {
@@ -32,6 +33,7 @@ impl Default for XmppConfig {
             limits: Limits::default(),
             offline: Default::default(),
             csi: Default::default(),
+            sm: Default::default(),
         }
     }
 }
@@ -73,6 +75,9 @@ pub struct Limits {
     pub auth_failure_max_delay: Duration,
     /// Stanzas queued for one session before it is considered stuck and closed.
     pub session_queue: usize,
+    /// Stream-level elements (SM acks, CSI states, …) a client may send per second; past it
+    /// the stream ends with `policy-violation`.
+    pub max_nonzas_per_second: u32,
 }
 
 impl Default for Limits {
@@ -90,6 +95,7 @@ impl Default for Limits {
             auth_failure_window: Duration::from_secs(600),
             auth_failure_max_delay: Duration::from_secs(5),
             session_queue: 1024,
+            max_nonzas_per_second: 200,
         }
     }
 }
@@ -142,6 +148,15 @@ impl XmppConfig {
         }
         if self.csi.max_held == 0 {
             out.push("xmpp.csi.max_held: must be at least 1".into());
+        }
+        if self.sm.max_unacked < 10 {
+            out.push("xmpp.sm.max_unacked: must be at least 10".into());
+        }
+        if self.sm.resume_timeout > Duration::from_secs(86_400) {
+            out.push("xmpp.sm.resume_timeout: must be at most 24h".into());
+        }
+        if l.max_nonzas_per_second < 10 {
+            out.push("xmpp.limits.max_nonzas_per_second: must be at least 10".into());
         }
         if l.session_queue < 16 {
             out.push("xmpp.limits.session_queue: must be at least 16".into());

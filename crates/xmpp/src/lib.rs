@@ -9,7 +9,9 @@
 //! - [`stream`]: one task per connection. Negotiation is a chain of typestates
 //!   ([`stream::negotiate`]): plaintext → TLS → SASL ([`stream::sasl`]) → resource binding
 //!   ([`stream::bind`]). Only a bound session can hand stanzas to the router: the type that
-//!   routes does not exist before.
+//!   routes does not exist before. A session may outlive its connection ([`stream::session`]):
+//!   kept detached after a drop, it is taken over by a later connection that resumes it
+//!   instead of binding (XEP-0198 in [`modules::sm`]).
 //! - [`stanza`]: every top-level element is decoded once into [`stanza::Inbound`]; stanzas
 //!   become typed [`stanza::Stanza`] values (xmpp-parsers `Iq`, `Message`, `Presence`).
 //! - [`router`]: knows no XEP by name. It computes the destination class of a stanza once

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use minidom::Element;
 use xmpp_parsers::iq::Iq;
@@ -130,6 +131,26 @@ pub enum NonzaOutcome {
     Close(xmpp_parsers::stream_error::StreamError),
 }
 type EventFn = Arc<dyn Fn(Server, SessionEvent) -> BoxFuture<()> + Send + Sync>;
+/// See [`RouterBuilder::keep_detached`].
+type KeepFn = Arc<dyn Fn(&Server, &Arc<Session>) -> Option<Duration> + Send + Sync>;
+/// See [`RouterBuilder::on_close`].
+type CloseFn = Arc<dyn Fn(&Server, &Arc<Session>) -> Option<Element> + Send + Sync>;
+/// See [`RouterBuilder::pre_bind_nonza`].
+type PreBindFn = Arc<dyn Fn(&Server, &BareJid, Element) -> PreBind + Send + Sync>;
+
+/// What a nonza sent after authentication but before binding leads to.
+pub enum PreBind {
+    /// Write this and go on negotiating (e.g. a `<failed/>`).
+    Reply(Element),
+    /// Hand the connection to this existing session (stream resumption); if the session has
+    /// ended by the time it would take the connection, write `too_late` instead and go on
+    /// negotiating.
+    Attach {
+        session: Arc<Session>,
+        greet: crate::sessions::Greet,
+        too_late: Element,
+    },
+}
 
 /// Collects module registrations; frozen into a [`Router`].
 #[derive(Default)]
@@ -142,6 +163,9 @@ pub struct RouterBuilder {
     nonzas: HashMap<(String, String), NonzaFn>,
     idle: Vec<IdleFn>,
     events: Vec<EventFn>,
+    keep: Vec<KeepFn>,
+    closing: Vec<CloseFn>,
+    pre_bind: HashMap<(String, String), PreBindFn>,
     features: HashMap<Scope, BTreeSet<String>>,
     bound_features: Vec<Element>,
     /// Registrations that clash, reported by [`RouterBuilder::build`].
@@ -254,6 +278,44 @@ impl RouterBuilder {
         self.nonzas.insert(key, Arc::new(handler));
     }
 
+    /// Handles `<name xmlns=ns/>` sent after authentication and before resource binding
+    /// (where anything but binding ends the stream otherwise).
+    pub fn pre_bind_nonza(
+        &mut self,
+        ns: &str,
+        name: &str,
+        handler: impl Fn(&Server, &BareJid, Element) -> PreBind + Send + Sync + 'static,
+    ) {
+        let key = (ns.to_owned(), name.to_owned());
+        if self.pre_bind.contains_key(&key) {
+            self.problems.push(format!(
+                "two handlers for the <{name} xmlns='{ns}'/> nonza before binding"
+            ));
+            return;
+        }
+        self.pre_bind.insert(key, Arc::new(handler));
+    }
+
+    /// When a session's connection is lost (not closed by its client, not ended by an error),
+    /// the session is kept, detached, for the longest time a hook returns: what is sent to it
+    /// meanwhile still passes the outbound filters, and a new connection may take it over
+    /// ([`crate::sessions::Session::attach`]). With no hook returning a time it ends at once.
+    pub fn keep_detached(
+        &mut self,
+        hook: impl Fn(&Server, &Arc<Session>) -> Option<Duration> + Send + Sync + 'static,
+    ) {
+        self.keep.push(Arc::new(hook));
+    }
+
+    /// A last element to write before the server closes a bound session's stream (not after
+    /// a lost connection, nor before a stream error).
+    pub fn on_close(
+        &mut self,
+        hook: impl Fn(&Server, &Arc<Session>) -> Option<Element> + Send + Sync + 'static,
+    ) {
+        self.closing.push(Arc::new(hook));
+    }
+
     /// Runs when a bound client has been silent for the idle time (e.g. to ping it). What it
     /// sends goes through the session's queue like everything else.
     pub fn on_idle(&mut self, hook: impl Fn(&Server, &Arc<Session>) + Send + Sync + 'static) {
@@ -299,6 +361,9 @@ impl RouterBuilder {
             nonzas: self.nonzas,
             idle: self.idle,
             events: self.events,
+            keep: self.keep,
+            closing: self.closing,
+            pre_bind: self.pre_bind,
             features: self.features,
             bound_features: self.bound_features,
         })
@@ -315,6 +380,9 @@ pub struct Router {
     nonzas: HashMap<(String, String), NonzaFn>,
     idle: Vec<IdleFn>,
     events: Vec<EventFn>,
+    keep: Vec<KeepFn>,
+    closing: Vec<CloseFn>,
+    pre_bind: HashMap<(String, String), PreBindFn>,
     features: HashMap<Scope, BTreeSet<String>>,
     bound_features: Vec<Element>,
 }
@@ -463,6 +531,30 @@ impl Router {
     ) -> Option<NonzaOutcome> {
         let handler = self.nonzas.get(&(el.ns(), el.name().to_owned()))?;
         Some(handler(server, session, el))
+    }
+
+    /// The handler of a nonza sent before binding, if a module registered one.
+    pub fn pre_bind_nonza(
+        &self,
+        server: &Server,
+        account: &BareJid,
+        el: Element,
+    ) -> Option<PreBind> {
+        let handler = self.pre_bind.get(&(el.ns(), el.name().to_owned()))?;
+        Some(handler(server, account, el))
+    }
+
+    /// How long to keep `session` after its connection was lost; `None`: end it now.
+    pub fn keep_detached(&self, server: &Server, session: &Arc<Session>) -> Option<Duration> {
+        self.keep.iter().filter_map(|k| k(server, session)).max()
+    }
+
+    /// What to write before closing `session`'s stream (see [`RouterBuilder::on_close`]).
+    pub fn closing(&self, server: &Server, session: &Arc<Session>) -> Vec<Element> {
+        self.closing
+            .iter()
+            .filter_map(|c| c(server, session))
+            .collect()
     }
 
     /// The client of `session` has been silent for the idle time.

@@ -1,8 +1,8 @@
 //! The registry of bound resources. Each session owns a bounded outbound queue that only its
 //! connection task drains, so delivering never blocks the sender.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
 use minidom::Element;
@@ -30,6 +30,39 @@ pub struct Session {
     pub overflow: Notify,
     /// Modules' own per-session state (presence, roster interest, …).
     pub ext: Extensions,
+    /// Stanzas read from the client so far (wrapping), counted by the connection task.
+    received: AtomicU32,
+    /// A new connection waiting to take this session over (see [`Session::attach`]).
+    attach: Mutex<Slot>,
+    attach_ready: Notify,
+}
+
+/// A new connection that takes over a session (stream resumption): the session's task drops
+/// its current connection, if any, writes what `greet` returns, then serves `xml`.
+pub struct Attach {
+    pub(crate) xml: crate::stream::Xml,
+    /// Runs in the session's task at take-over; what it returns is written first, as is
+    /// (these elements passed the outbound filters once already, or are not stanzas).
+    pub greet: Greet,
+}
+
+/// A session's take-over slot.
+#[derive(Debug, Default)]
+enum Slot {
+    #[default]
+    Empty,
+    Waiting(Box<Attach>),
+    /// The session is over; nothing can take it over any more.
+    Ended,
+}
+
+/// See [`Attach::greet`].
+pub type Greet = Box<dyn FnOnce(&Arc<Session>) -> Vec<Element> + Send>;
+
+impl std::fmt::Debug for Attach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Attach")
+    }
 }
 
 impl Session {
@@ -48,6 +81,56 @@ impl Session {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Stanzas read from this session's client so far, wrapping at 2^32 (as XEP-0198's `h`).
+    pub fn received(&self) -> u32 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Hands this session to a new connection (a connection that was already waiting to take
+    /// it over is dropped); gives it back when the session has ended meanwhile.
+    pub fn attach(&self, attach: Box<Attach>) -> Result<(), Box<Attach>> {
+        let mut slot = self.slot();
+        if matches!(*slot, Slot::Ended) {
+            return Err(attach);
+        }
+        *slot = Slot::Waiting(attach);
+        drop(slot);
+        self.attach_ready.notify_one();
+        Ok(())
+    }
+
+    /// Waits for a connection handed over by [`Session::attach`]; cancel-safe.
+    pub(crate) async fn attached(&self) -> Box<Attach> {
+        loop {
+            {
+                let mut slot = self.slot();
+                if matches!(*slot, Slot::Waiting(_))
+                    && let Slot::Waiting(a) = std::mem::take(&mut *slot)
+                {
+                    return a;
+                }
+            }
+            self.attach_ready.notified().await;
+        }
+    }
+
+    /// Marks the session over for [`Session::attach`]; returns a connection that was still
+    /// waiting to take it over.
+    pub(crate) fn end_attachments(&self) -> Option<Box<Attach>> {
+        match std::mem::replace(&mut *self.slot(), Slot::Ended) {
+            Slot::Waiting(a) => Some(a),
+            Slot::Empty | Slot::Ended => None,
+        }
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        self.attach.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -69,6 +152,9 @@ impl Sessions {
             tx,
             overflow: Notify::new(),
             ext: Extensions::default(),
+            received: AtomicU32::new(0),
+            attach: Mutex::new(Slot::Empty),
+            attach_ready: Notify::new(),
         };
         (Arc::new(session), rx)
     }

@@ -11,6 +11,7 @@ pub mod offline;
 pub mod ping;
 pub mod presence;
 pub mod roster;
+pub mod sm;
 pub mod time;
 pub mod version;
 
@@ -28,6 +29,7 @@ pub fn register_all(r: &mut RouterBuilder) {
     blocking::register(r);
     carbons::register(r);
     csi::register(r);
+    sm::register(r);
     message::register(r);
     offline::register(r);
 }

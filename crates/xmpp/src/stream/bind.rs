@@ -15,8 +15,9 @@ use xmpp_parsers::stream_error::DefinedCondition;
 
 use super::sasl::Authenticated;
 use super::{Xml, close, negotiation_read, stream_error};
+use crate::router::PreBind;
 use crate::server::Server;
-use crate::sessions::{Outbound, Session};
+use crate::sessions::{Attach, Outbound, Session};
 use crate::stanza::{Inbound, Stanza, StanzaFault, error_reply};
 
 /// A bound session: its stream, its registry entry and its queue.
@@ -27,6 +28,8 @@ pub struct Bound {
 }
 
 impl Authenticated {
+    /// Binds a resource; `None` when the stream ended, or when the connection was handed to
+    /// an existing session (stream resumption) whose task now serves it.
     pub(super) async fn bind(mut self, server: &Server, deadline: Instant) -> Option<Bound> {
         loop {
             let el = match negotiation_read(&mut self.xml, deadline).await {
@@ -39,6 +42,37 @@ impl Authenticated {
                 {
                     (id, payload)
                 }
+                Inbound::Other(el) => match server.router.pre_bind_nonza(server, &self.jid, el) {
+                    Some(PreBind::Reply(reply)) => {
+                        self.xml.send(&reply).await.ok()?;
+                        continue;
+                    }
+                    Some(PreBind::Attach {
+                        session,
+                        greet,
+                        too_late,
+                    }) => {
+                        tracing::info!(jid = %session.jid, "connection takes over a session");
+                        let attach = Box::new(Attach {
+                            xml: self.xml,
+                            greet,
+                        });
+                        match session.attach(attach) {
+                            Ok(()) => return None,
+                            Err(back) => {
+                                // The session ended meanwhile: the client may bind anew.
+                                self.xml = back.xml;
+                                self.xml.send(&too_late).await.ok()?;
+                                continue;
+                            }
+                        }
+                    }
+                    None => {
+                        let e =
+                            stream_error(DefinedCondition::NotAuthorized, "Bind a resource first");
+                        return close(self.xml, Some(e)).await;
+                    }
+                },
                 _ => {
                     let e = stream_error(DefinedCondition::NotAuthorized, "Bind a resource first");
                     return close(self.xml, Some(e)).await;

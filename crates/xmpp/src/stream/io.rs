@@ -43,6 +43,8 @@ pub struct Io {
     /// Offset in `buf` of the byte completing a too-deep element: nothing from it on is
     /// handed to the parser.
     too_deep_at: Option<usize>,
+    /// The peer closed the connection (a read returned no bytes).
+    eof: bool,
 }
 
 /// The error a read returns when an element outgrew the limit.
@@ -64,6 +66,7 @@ impl Io {
             gauge: DepthGauge::new(max_depth),
             abandon_stream: AtomicBool::new(false),
             too_deep_at: None,
+            eof: false,
             inner,
             buf: vec![0; BUFFER].into_boxed_slice(),
             pos: 0,
@@ -98,6 +101,12 @@ impl Io {
         &self.buf[self.pos..self.cap]
     }
 
+    /// Whether the peer closed the connection: a parse error then means the document was
+    /// cut off, not that it was malformed.
+    pub fn at_eof(&self) -> bool {
+        self.eof
+    }
+
     pub fn into_transport(self) -> Transport {
         self.inner
     }
@@ -129,6 +138,7 @@ impl AsyncBufRead for Io {
                 this.pos = 0;
                 this.cap = rb.filled().len();
                 if this.cap == 0 {
+                    this.eof = true;
                     return Poll::Ready(Ok(&[]));
                 }
                 this.read.fetch_add(this.cap, Ordering::Relaxed);

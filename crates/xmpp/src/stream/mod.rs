@@ -246,8 +246,10 @@ pub(crate) enum Read {
     Element(Element),
     /// The client was silent for the idle time.
     SoftTimeout,
-    /// The client closed the stream or the connection.
+    /// The client closed the stream (`</stream:stream>`).
     Closed,
+    /// The connection ended without the stream being closed (a dropped network).
+    Lost,
     /// The stream must end with this error.
     Fault(StreamError),
 }
@@ -272,7 +274,8 @@ pub(crate) async fn read(xml: &mut Xml, deadline: Option<Instant>) -> Read {
                 xml.get_stream().element_done();
                 Read::Element(el)
             }
-            None | Some(Err(ReadError::StreamFooterReceived)) => Read::Closed,
+            Some(Err(ReadError::StreamFooterReceived)) => Read::Closed,
+            None => Read::Lost,
             Some(Err(ReadError::SoftTimeout)) => Read::SoftTimeout,
             Some(Err(ReadError::ParseError(e))) => {
                 // The element was well-formed XML but not a minidom element; skip it.
@@ -292,6 +295,10 @@ pub(crate) async fn read(xml: &mut Xml, deadline: Option<Instant>) -> Read {
                         DefinedCondition::PolicyViolation,
                         &format!("Elements nested deeper than the limit of {limit} levels"),
                     ))
+                } else if xml.get_stream().at_eof() {
+                    // The connection ended inside the stream (no footer): "invalid eof".
+                    tracing::debug!(error = %e, "connection closed mid-stream");
+                    Read::Lost
                 } else if e.kind() == std::io::ErrorKind::InvalidData {
                     Read::Fault(stream_error(
                         DefinedCondition::NotWellFormed,
@@ -304,7 +311,7 @@ pub(crate) async fn read(xml: &mut Xml, deadline: Option<Instant>) -> Read {
                     ))
                 } else {
                     tracing::debug!(error = %e, "connection error");
-                    Read::Closed
+                    Read::Lost
                 }
             }
         };
@@ -321,7 +328,7 @@ pub(crate) async fn negotiation_read(
         match read(xml, Some(deadline)).await {
             Read::Element(el) => return Ok(el),
             Read::SoftTimeout => continue,
-            Read::Closed => return Err(None),
+            Read::Closed | Read::Lost => return Err(None),
             Read::Fault(e) => return Err(Some(e)),
         }
     }
@@ -333,12 +340,28 @@ pub(crate) async fn close<T>(mut xml: Xml, error: Option<StreamError>) -> Option
     if let Some(e) = &error {
         tracing::info!(condition = ?e.condition, "closing stream with error");
     }
+    let failed = error.is_some();
     let finish = async {
         if let Some(e) = error {
             xml.send(&e).await?;
         }
         xml.shutdown().await
     };
-    let _ = tokio::time::timeout(Duration::from_secs(5), finish).await;
+    if tokio::time::timeout(Duration::from_secs(5), finish)
+        .await
+        .is_ok_and(|r| r.is_ok())
+        && failed
+    {
+        tokio::spawn(linger(xml));
+    }
     None
+}
+
+/// After a stream error: reads and drops what the client still sends, for a while, so that
+/// closing with unread input does not reset the connection (a TCP RST can destroy the error
+/// before the client reads it, e.g. after a flood the server stopped reading). Ends at the
+/// client's footer or close, at anything unreadable, or after two seconds.
+async fn linger(mut xml: Xml) {
+    let drain = async { while let Some(Ok(_)) = xml.next().await {} };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }

@@ -3,26 +3,62 @@
 //! Routing may wait (on the database, on a module), and must never hold up the writer: the
 //! loop hands each stanza over and goes back to draining the queue. A full hand-over queue
 //! stops the reading, not the writing.
+//!
+//! A session outlives its connection when a module asks for it
+//! ([`crate::router::RouterBuilder::keep_detached`]): after a lost connection the task keeps
+//! draining the queue through the outbound filters, with nothing to write to, until a new
+//! connection takes the session over ([`crate::sessions::Session::attach`]) or the time is up.
+//! Only then does the session end (unbound, `Closed` fired).
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::SinkExt;
+use minidom::Element;
 use tokio::sync::{mpsc, watch};
-use xmpp_parsers::stream_error::DefinedCondition;
+use tokio::time::Instant;
+use xmpp_parsers::stream_error::{DefinedCondition, StreamError};
 
 use super::bind::Bound;
-use super::{Read, close, read, stream_error};
+use super::{Read, Xml, close, read, stream_error};
 use crate::router::{Ctx, NonzaOutcome, SessionEvent};
 use crate::server::Server;
-use crate::sessions::Outbound;
+use crate::sessions::{Attach, Outbound, Session};
 use crate::stanza::{Inbound, Stanza, error_reply};
 
 /// Stanzas read but not yet routed, per session. Reading pauses while it is full.
 const INBOUND_QUEUE: usize = 32;
 
-pub(super) async fn run(server: Server, bound: Bound, mut shutdown: watch::Receiver<bool>) {
+/// How one connection of a session ended.
+enum End {
+    /// The stream is over: close it (with this error) and end the session.
+    Close(Option<StreamError>),
+    /// The connection is gone (or silent past the idle time): the session may be kept.
+    Lost(Option<StreamError>),
+    /// Another connection takes the session over.
+    Attach(Box<Attach>),
+}
+
+/// What a connection's loop shares with the next connection of the same session.
+struct Link {
+    server: Server,
+    session: Arc<Session>,
+    rx: mpsc::Receiver<Outbound>,
+    inbound: mpsc::Sender<Box<Stanza>>,
+    /// A slot in the hand-over queue, taken before reading so that a read stanza is never
+    /// held while the writer waits.
+    slot: Option<mpsc::OwnedPermit<Box<Stanza>>>,
+    /// What the outbound filters let through, written in order.
+    ready: Vec<Element>,
+    shutdown: watch::Receiver<bool>,
+    nonzas: NonzaBudget,
+}
+
+pub(super) async fn run(server: Server, bound: Bound, shutdown: watch::Receiver<bool>) {
     let Bound {
         mut xml,
         session,
-        mut rx,
+        rx,
     } = bound;
     let ctx = Ctx {
         server: server.clone(),
@@ -37,83 +73,62 @@ pub(super) async fn run(server: Server, bound: Bound, mut shutdown: watch::Recei
     // per idle session (bench/xmpp idle: 49.4 vs 41.3 KiB per connection before boxing).
     let (inbound, routing) = mpsc::channel::<Box<Stanza>>(INBOUND_QUEUE);
     let router = tokio::spawn(route_in_order(ctx, routing));
-    let error = {
-        // A slot in the hand-over queue, taken before reading so that a read stanza is never
-        // held while the writer waits.
-        let mut slot = None;
-        // What the outbound filters let through, written in order.
-        let mut ready = Vec::new();
-        loop {
-            tokio::select! {
-                out = rx.recv() => match out {
-                    Some(Outbound::Stanza(el)) => {
-                        server.router.filter_outbound(&server, &session, el, None, &mut ready);
-                        if write_all(&mut xml, &mut ready).await.is_err() {
-                            break None;
-                        }
-                    }
-                    Some(Outbound::Replaced) => {
-                        break Some(stream_error(DefinedCondition::Conflict, "Replaced by a new connection with the same resource"));
-                    }
-                    None => break None,
-                },
-                _ = session.overflow.notified() => {
-                    break Some(stream_error(DefinedCondition::ResourceConstraint, "Too much undelivered traffic"));
-                }
-                _ = shutdown.changed() => {
-                    break Some(stream_error(DefinedCondition::SystemShutdown, "Server shutting down"));
-                }
-                permit = inbound.reserve(), if slot.is_none() => match permit {
-                    Ok(p) => slot = Some(p),
-                    Err(_) => break None,
-                },
-                r = read(&mut xml, None), if slot.is_some() => match r {
-                    Read::Element(el) => match Inbound::decode(el) {
-                        Inbound::Stanza(mut stanza) => {
-                            stanza.set_from(session.jid.clone().into());
-                            if let Some(permit) = slot.take() {
-                                permit.send(Box::new(stanza));
-                            }
-                        }
-                        Inbound::BadStanza { element, fault } => {
-                            tracing::debug!(condition = ?fault.condition, "bad stanza");
-                            // Like everything the client receives: through the queue.
-                            session.send(error_reply(&element, &fault, None));
-                        }
-                        Inbound::StartTls | Inbound::Sasl(_) => {
-                            break Some(stream_error(DefinedCondition::PolicyViolation, "Stream already negotiated"));
-                        }
-                        Inbound::Other(el) => {
-                            let (name, ns) = (el.name().to_owned(), el.ns());
-                            match server.router.nonza(&server, &session, el) {
-                                Some(NonzaOutcome::Done) => {}
-                                Some(NonzaOutcome::Release { after, elements }) => {
-                                    for el in elements {
-                                        server.router.filter_outbound(&server, &session, el, Some(after), &mut ready);
-                                    }
-                                    if write_all(&mut xml, &mut ready).await.is_err() {
-                                        break None;
-                                    }
-                                }
-                                Some(NonzaOutcome::Close(e)) => break Some(e),
-                                None => {
-                                    tracing::debug!(%name, %ns, "unsupported top-level element");
-                                    break Some(stream_error(DefinedCondition::UnsupportedStanzaType, "Unsupported element"));
-                                }
-                            }
-                        }
-                    },
-                    Read::SoftTimeout => server.router.idle(&server, &session),
-                    Read::Closed => break None,
-                    Read::Fault(e) => break Some(e),
-                },
-            }
-        }
+    let mut link = Link {
+        nonzas: NonzaBudget::new(server.config.limits.max_nonzas_per_second),
+        server: server.clone(),
+        session: session.clone(),
+        rx,
+        inbound,
+        slot: None,
+        ready: Vec::new(),
+        shutdown,
     };
+    loop {
+        let attach = match link.serve(&mut xml).await {
+            End::Close(error) => {
+                if error.is_none() {
+                    link.ready.extend(server.router.closing(&server, &session));
+                    let _ = write_all(&mut xml, &mut link.ready).await;
+                }
+                close::<()>(xml, error).await;
+                break;
+            }
+            End::Attach(attach) => {
+                tracing::info!(jid = %session.jid, "session taken over by a new connection");
+                tokio::spawn(close::<()>(xml, None));
+                attach
+            }
+            End::Lost(error) => {
+                let Some(keep) = server.router.keep_detached(&server, &session) else {
+                    close::<()>(xml, error).await;
+                    break;
+                };
+                tokio::spawn(close::<()>(xml, error));
+                tracing::info!(jid = %session.jid, ?keep, "connection lost; session kept");
+                match link.detached(keep).await {
+                    Some(attach) => attach,
+                    None => break,
+                }
+            }
+        };
+        let Attach { xml: next, greet } = *attach;
+        xml = next;
+        link.ready.extend(greet(&session));
+    }
+    if let Some(late) = session.end_attachments() {
+        // Taken over just as it ended: that connection finds no session to resume.
+        tokio::spawn(close::<()>(
+            late.xml,
+            Some(stream_error(
+                DefinedCondition::UndefinedCondition,
+                "The session to resume has just ended",
+            )),
+        ));
+    }
     server.sessions.unbind(&session);
-    close::<()>(xml, error).await;
+    link.drain();
     // What the client sent before it left is routed before the session's end is.
-    drop(inbound);
+    drop(link);
     if let Err(e) = router.await {
         tracing::error!(error = %e, "routing task failed");
     }
@@ -124,8 +139,171 @@ pub(super) async fn run(server: Server, bound: Bound, mut shutdown: watch::Recei
         .await;
 }
 
+impl Link {
+    /// Serves one connection until it ends; first writes what `ready` holds.
+    async fn serve(&mut self, xml: &mut Xml) -> End {
+        let server = self.server.clone();
+        let session = self.session.clone();
+        if write_all(xml, &mut self.ready).await.is_err() {
+            return End::Lost(None);
+        }
+        loop {
+            tokio::select! {
+                out = self.rx.recv() => match out {
+                    Some(Outbound::Stanza(el)) => {
+                        server.router.filter_outbound(&server, &session, el, None, &mut self.ready);
+                        if write_all(xml, &mut self.ready).await.is_err() {
+                            return End::Lost(None);
+                        }
+                    }
+                    Some(Outbound::Replaced) => {
+                        return End::Close(Some(stream_error(DefinedCondition::Conflict, "Replaced by a new connection with the same resource")));
+                    }
+                    None => return End::Close(None),
+                },
+                attach = session.attached() => return End::Attach(attach),
+                _ = session.overflow.notified() => {
+                    return End::Close(Some(stream_error(DefinedCondition::ResourceConstraint, "Too much undelivered traffic")));
+                }
+                _ = self.shutdown.changed() => {
+                    return End::Close(Some(stream_error(DefinedCondition::SystemShutdown, "Server shutting down")));
+                }
+                permit = self.inbound.clone().reserve_owned(), if self.slot.is_none() => match permit {
+                    Ok(p) => self.slot = Some(p),
+                    Err(_) => return End::Close(None),
+                },
+                r = read(xml, None), if self.slot.is_some() => match r {
+                    Read::Element(el) => match Inbound::decode(el) {
+                        Inbound::Stanza(mut stanza) => {
+                            session.count_received();
+                            stanza.set_from(session.jid.clone().into());
+                            if let Some(permit) = self.slot.take() {
+                                permit.send(Box::new(stanza));
+                            }
+                        }
+                        Inbound::BadStanza { element, fault } => {
+                            session.count_received();
+                            tracing::debug!(condition = ?fault.condition, "bad stanza");
+                            // Like everything the client receives: through the queue.
+                            session.send(error_reply(&element, &fault, None));
+                        }
+                        Inbound::StartTls | Inbound::Sasl(_) => {
+                            return End::Close(Some(stream_error(DefinedCondition::PolicyViolation, "Stream already negotiated")));
+                        }
+                        Inbound::Other(el) => {
+                            if !self.nonzas.take() {
+                                return End::Close(Some(stream_error(
+                                    DefinedCondition::PolicyViolation,
+                                    &format!("More than {} stream-level elements per second", self.nonzas.per_sec),
+                                )));
+                            }
+                            let (name, ns) = (el.name().to_owned(), el.ns());
+                            match server.router.nonza(&server, &session, el) {
+                                Some(NonzaOutcome::Done) => {}
+                                Some(NonzaOutcome::Release { after, elements }) => {
+                                    for el in elements {
+                                        server.router.filter_outbound(&server, &session, el, Some(after), &mut self.ready);
+                                    }
+                                    if write_all(xml, &mut self.ready).await.is_err() {
+                                        return End::Lost(None);
+                                    }
+                                }
+                                Some(NonzaOutcome::Close(e)) => return End::Close(Some(e)),
+                                None => {
+                                    tracing::debug!(%name, %ns, "unsupported top-level element");
+                                    return End::Close(Some(stream_error(DefinedCondition::UnsupportedStanzaType, "Unsupported element")));
+                                }
+                            }
+                        }
+                    },
+                    Read::SoftTimeout => server.router.idle(&server, &session),
+                    Read::Closed => return End::Close(None),
+                    Read::Lost => return End::Lost(None),
+                    Read::Fault(e) if e.condition == DefinedCondition::ConnectionTimeout => {
+                        return End::Lost(Some(e));
+                    }
+                    Read::Fault(e) => return End::Close(Some(e)),
+                },
+            }
+        }
+    }
+
+    /// The session without a connection, for at most `keep`: what is sent to it passes the
+    /// outbound filters (a module keeps what it must) and is not written anywhere. Returns the
+    /// connection that takes the session over, or `None` when the session ends.
+    async fn detached(&mut self, keep: Duration) -> Option<Box<Attach>> {
+        let (server, session) = (&self.server, &self.session);
+        let until = tokio::time::sleep(keep);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                attach = session.attached() => return Some(attach),
+                out = self.rx.recv() => match out {
+                    Some(Outbound::Stanza(el)) => {
+                        server.router.filter_outbound(server, session, el, None, &mut self.ready);
+                        self.ready.clear();
+                    }
+                    Some(Outbound::Replaced) | None => return None,
+                },
+                _ = session.overflow.notified() => return None,
+                _ = self.shutdown.changed() => return None,
+                _ = &mut until => {
+                    tracing::info!(jid = %session.jid, "detached session timed out");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Passes what is still queued for the ended session through the outbound filters, so
+    /// that modules see everything that was meant for it.
+    fn drain(&mut self) {
+        self.rx.close();
+        while let Ok(out) = self.rx.try_recv() {
+            if let Outbound::Stanza(el) = out {
+                let (server, session) = (&self.server, &self.session);
+                server
+                    .router
+                    .filter_outbound(server, session, el, None, &mut self.ready);
+            }
+        }
+        self.ready.clear();
+    }
+}
+
+/// Stream-level elements a client may send per second (a token bucket holding one second's
+/// worth), so that a flood of `<r/>` or `<active/>` cannot keep the session's task busy.
+struct NonzaBudget {
+    per_sec: u32,
+    tokens: f64,
+    at: Instant,
+}
+
+impl NonzaBudget {
+    fn new(per_sec: u32) -> Self {
+        Self {
+            per_sec,
+            tokens: f64::from(per_sec),
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let rate = f64::from(self.per_sec);
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Writes and empties `ready`.
-async fn write_all(xml: &mut super::Xml, ready: &mut Vec<minidom::Element>) -> Result<(), ()> {
+async fn write_all(xml: &mut Xml, ready: &mut Vec<Element>) -> Result<(), ()> {
     for el in ready.drain(..) {
         xml.send(&el).await.map_err(|_| ())?;
     }
