@@ -338,3 +338,27 @@ async fn connection_count_and_per_ip_rate_are_capped() {
     assert_eq!(fifth.read_to_close().await.unwrap(), "");
     server.stop().await;
 }
+
+/// RFC 6120 §6.4.1: a `<mechanisms/>` list is never empty; features with nothing to
+/// authenticate offer none (xmpp.js, for one, takes an empty list for a SASL offer and fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn features_carry_mechanisms_only_where_sasl_is_offered() {
+    let server = TestServer::start().await.unwrap();
+    server.add_account("alice@localhost", "pw").await.unwrap();
+    let mut raw = Raw::connect(server.starttls).await.unwrap();
+    raw.open("localhost").await.unwrap();
+    let plain = raw.read_until("</stream:features>").await.unwrap();
+    assert!(plain.contains("<starttls"), "{plain}");
+    assert!(!plain.contains("mechanisms"), "{plain}");
+    let (_raw, sasl) = Raw::secured(&server, "localhost").await.unwrap();
+    assert!(sasl.contains("<mechanism>PLAIN</mechanism>"), "{sasl}");
+    let (_raw, bound) = Raw::authenticated(&server, "alice@localhost", "pw")
+        .await
+        .unwrap();
+    assert!(
+        bound.contains("urn:ietf:params:xml:ns:xmpp-bind"),
+        "{bound}"
+    );
+    assert!(!bound.contains("mechanisms"), "{bound}");
+    server.stop().await;
+}

@@ -45,7 +45,21 @@ pub struct Io {
     too_deep_at: Option<usize>,
     /// The peer closed the connection (a read returned no bytes).
     eof: bool,
+    /// Stream features are being written: see [`EMPTY_MECHANISMS`].
+    features_due: AtomicBool,
+    /// Bytes taken from the writer and not yet handed to the transport (only ever the
+    /// features, after [`EMPTY_MECHANISMS`] was cut out of them).
+    unwritten: Vec<u8>,
 }
+
+/// xmpp-parsers 0.23 serializes `StreamFeatures` with an empty SASL `<mechanisms/>` when
+/// there is none to offer, and tokio-xmpp sends features only from that type. RFC 6120 §6.4.1
+/// does not allow an empty list, and clients take it for a SASL offer (xmpp.js fails with "No
+/// compatible mechanism"), so it is cut out of the features on their way out. These are the
+/// exact bytes rxml writes for it.
+const EMPTY_MECHANISMS: &[u8] =
+    b"<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'></mechanisms>";
+const FEATURES_END: &[u8] = b"</stream:features>";
 
 /// The error a read returns when an element outgrew the limit.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +81,8 @@ impl Io {
             abandon_stream: AtomicBool::new(false),
             too_deep_at: None,
             eof: false,
+            features_due: AtomicBool::new(false),
+            unwritten: Vec::new(),
             inner,
             buf: vec![0; BUFFER].into_boxed_slice(),
             pos: 0,
@@ -99,6 +115,11 @@ impl Io {
     /// Bytes received but not yet parsed.
     pub fn unparsed(&self) -> &[u8] {
         &self.buf[self.pos..self.cap]
+    }
+
+    /// Called before stream features are sent (see [`EMPTY_MECHANISMS`]).
+    pub fn features_due(&self) {
+        self.features_due.store(true, Ordering::Relaxed);
     }
 
     /// Whether the peer closed the connection: a parse error then means the document was
@@ -189,27 +210,76 @@ impl AsyncRead for Io {
     }
 }
 
+impl Io {
+    /// Hands what [`Io::unwritten`] holds to the transport.
+    fn poll_unwritten(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.unwritten.is_empty() {
+            let n = ready!(self.poll_transport_write(cx, None))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.unwritten.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes `buf` (or, with `None`, the unwritten bytes) to the transport.
+    fn poll_transport_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: Option<&[u8]>,
+    ) -> Poll<io::Result<usize>> {
+        let buf = buf.unwrap_or(&self.unwritten);
+        match &mut self.inner {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 impl AsyncWrite for Io {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().inner {
-            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        let this = self.get_mut();
+        ready!(this.poll_unwritten(cx))?;
+        if this.features_due.load(Ordering::Relaxed) {
+            if find(buf, FEATURES_END).is_some() {
+                this.features_due.store(false, Ordering::Relaxed);
+            }
+            if let Some(at) = find(buf, EMPTY_MECHANISMS) {
+                this.unwritten.extend_from_slice(&buf[..at]);
+                this.unwritten
+                    .extend_from_slice(&buf[at + EMPTY_MECHANISMS.len()..]);
+                // Taken whole; what the transport does not take now goes first next time.
+                if let Poll::Ready(Err(e)) = this.poll_unwritten(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                return Poll::Ready(Ok(buf.len()));
+            }
         }
+        this.poll_transport_write(cx, Some(buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
+        let this = self.get_mut();
+        ready!(this.poll_unwritten(cx))?;
+        match &mut this.inner {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
+        let this = self.get_mut();
+        ready!(this.poll_unwritten(cx))?;
+        match &mut this.inner {
             Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }

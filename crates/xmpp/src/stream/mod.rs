@@ -164,6 +164,7 @@ async fn open(
     deadline: Instant,
     features: impl Fn(&str) -> StreamFeatures,
 ) -> Option<(Xml, String)> {
+    io.features_due();
     let accepted = match tokio::time::timeout_at(
         deadline,
         accept_stream(io, ns::JABBER_CLIENT, timeouts(server)),

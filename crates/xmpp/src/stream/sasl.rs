@@ -133,6 +133,7 @@ pub(super) async fn negotiate(
                 tracing::info!(%jid, "authenticated");
                 let success = sasl_element("success", additional.map(|d| B64.encode(d)));
                 xml.get_stream().expect_stream_header();
+                xml.get_stream().features_due();
                 let accepted = match xml.accept_reset(&success).await {
                     Ok(a) => a,
                     Err(e) => {
