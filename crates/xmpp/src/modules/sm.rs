@@ -4,8 +4,8 @@
 //!   ([`Session::received`]); ours is what passed this module's outbound filter, the last one
 //!   before the write. Each stanza it lets through is kept until the client acknowledges it.
 //!   It asks for an acknowledgement (`<r/>`) after a stanza when no request is outstanding,
-//!   and again after an `<a/>` that leaves stanzas unacknowledged (one request in flight at
-//!   a time, as Prosody and ejabberd do); before our stream footer goes our last `<a/>`.
+//!   and again after an `<a/>` that moved on but left stanzas unacknowledged (one request in
+//!   flight at a time); before our stream footer goes our last `<a/>`.
 //! - Resumption: a resumable session whose connection is lost is kept, detached, for
 //!   `[xmpp.sm] resume_timeout` (or the client's shorter `max`). A new connection of the same
 //!   account sends `<resume previd h/>` instead of binding; the session's task takes it over,
@@ -146,9 +146,13 @@ pub fn register(r: &mut RouterBuilder) {
                     send_count: s.sent,
                 }));
             }
+            let advanced = a.h != s.acked;
             s.ack(a.h);
-            // Stanzas sent while the request was out are not covered: ask again.
-            s.awaiting = !s.unacked.is_empty();
+            // Stanzas sent while the request was out are not covered: ask again, but only
+            // after an answer that moved on. A client whose count lags for good (xmpp.js 0.14
+            // does not count IQ results) would otherwise answer every request with the same
+            // `h`, for ever.
+            s.awaiting = advanced && !s.unacked.is_empty();
             Ok(s.awaiting)
         });
         match verdict {

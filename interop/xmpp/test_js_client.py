@@ -1,0 +1,51 @@
+"""A JavaScript client library from the npm registry, @xmpp/client (xmpp.js, pinned in
+interop/js/package.json), against the real binary: carbons between two resources, and XEP-0198
+resumption by xmpp.js's own reconnect logic after its TCP connection is destroyed.
+
+The script (interop/js/sm_carbons.mjs) only reports what it saw; the assertions are here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+JS = Path(__file__).resolve().parent.parent / "js"
+
+
+def run_js(server, script: str) -> dict:
+    env = dict(os.environ, NODE_EXTRA_CA_CERTS=str(server.ca_file))
+    proc = subprocess.run(
+        [
+            "node",
+            str(JS / script),
+            server.host,
+            str(server.starttls_port),
+            server.domain,
+            server.passwords["alice"],
+            server.passwords["bob"],
+        ],
+        cwd=JS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no report from {script}: {proc.stdout}\n{proc.stderr}"
+    return json.loads(lines[-1])
+
+
+def test_xmppjs_carbons_and_stream_resumption(server):
+    seen = run_js(server, "sm_carbons.mjs")
+    assert "error" not in seen, (seen.get("error"), seen["events"])
+    # xmpp.js enabled stream management with resumption on our offer.
+    assert seen["sm"] == {"enabled": True, "id": True}, seen
+    # Carbons: js2 got a <received/> copy of what bob sent to js1, from alice's bare JID.
+    assert {"to": "js2", "from": server.jid("alice"), "body": "hello js1"} in seen["carbons"], seen
+    # Resumed, not re-bound, and every message exactly once.
+    assert "js1 resumed" in seen["events"], seen
+    assert seen["js1"] == ["hello js1", "while away"], seen
+    assert seen["bob"].count("back again") == 1, seen
