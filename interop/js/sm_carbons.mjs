@@ -16,6 +16,7 @@ function make(user, password, resource, name) {
   c.on("error", (e) => seen.events.push(`${name} error: ${e.message}`));
   if (process.env.XMPPJS_DEBUG) {
     c.on("element", (e) => process.stderr.write(`${name} IN ${e}\n`));
+    c.on("error", (e) => process.stderr.write(`${name} ERROR ${e.stack}\n`));
     c.on("send", (e) => process.stderr.write(`${name} OUT ${e}\n`));
   }
   c.on("stanza", (s) => {
@@ -66,16 +67,29 @@ try {
   await js2.iqCaller.set(xml("enable", { xmlns: "urn:xmpp:carbons:2" }));
   const say = (to, body) =>
     bob.send(xml("message", { to, type: "chat", id: `m-${body.replace(/\W/g, "")}` }, xml("body", {}, body)));
-  await say(`alice@${domain}/js1`, "hello js1");
+  // With SASL2 + Bind2 the server picks the resource (the tag plus a random part).
+  const js1Jid = js1.jid.toString();
+  seen.js1Jid = js1Jid;
+  await say(js1Jid, "hello js1");
   await until(() => seen.js1.includes("hello js1") && seen.carbons.length > 0, "message and carbon");
 
+  // js1 comes back with classic SASL, not SASL2: xmpp.js 0.14 misparses a stanza that arrives
+  // in the same read as a SASL2 <success/> (here: what the server sends again right after an
+  // inline <resumed/>; with a 100 ms pause on the server side it passes). SASL2's inline
+  // resumption is tested over raw sockets in tests/tests/sasl2.rs; this tests XEP-0198 as
+  // xmpp.js does it. The SASL2 offer is hidden from js1's features before xmpp.js sees them.
+  js1.prependListener("element", (el) => {
+    if (el.is("features", "http://etherx.jabber.org/streams")) {
+      el.children = el.children.filter((c) => !(c.is && c.is("authentication", "urn:xmpp:sasl:2")));
+    }
+  });
   // The network under js1 goes away: no </stream:stream>, the socket is just gone.
   // (xmpp.js wraps the TLS socket; destroying that one drops the TCP connection with it.)
   js1.socket.socket.destroy();
-  await say(`alice@${domain}/js1`, "while away");
+  await say(js1Jid, "while away");
   await until(() => seen.events.includes("js1 resumed"), "resumption", 15_000);
   await until(() => seen.js1.includes("while away"), "redelivery");
-  await js1.send(xml("message", { to: `bob@${domain}/desk`, type: "chat" }, xml("body", {}, "back again")));
+  await js1.send(xml("message", { to: bob.jid.toString(), type: "chat" }, xml("body", {}, "back again")));
   await until(() => seen.bob.includes("back again"), "bob receiving from the resumed session");
   // Give duplicates a chance to show up before reporting.
   await new Promise((r) => setTimeout(r, 1000));

@@ -1,6 +1,7 @@
 """A JavaScript client library from the npm registry, @xmpp/client (xmpp.js, pinned in
-interop/js/package.json), against the real binary: carbons between two resources, and XEP-0198
-resumption by xmpp.js's own reconnect logic after its TCP connection is destroyed.
+interop/js/package.json), against the real binary: login with SASL2 + Bind2 (xmpp.js prefers
+them when offered), carbons between two resources, and XEP-0198 resumption by xmpp.js's own
+reconnect logic after its TCP connection is destroyed.
 
 The script (interop/js/sm_carbons.mjs) only reports what it saw; the assertions are here."""
 
@@ -41,7 +42,9 @@ def run_js(server, script: str) -> dict:
 def test_xmppjs_carbons_and_stream_resumption(server):
     seen = run_js(server, "sm_carbons.mjs")
     assert "error" not in seen, (seen.get("error"), seen["events"])
-    # xmpp.js enabled stream management with resumption on our offer.
+    # SASL2 + Bind2: the server chose the resource from xmpp.js's tag.
+    assert seen["js1Jid"].startswith(server.jid("alice") + "/js1."), seen
+    # xmpp.js enabled stream management with resumption on our offer (inline in Bind2).
     assert seen["sm"] == {"enabled": True, "id": True}, seen
     # Carbons: js2 got a <received/> copy of what bob sent to js1, from alice's bare JID.
     assert {"to": "js2", "from": server.jid("alice"), "body": "hello js1"} in seen["carbons"], seen

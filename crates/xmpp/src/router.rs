@@ -135,6 +135,8 @@ type EventFn = Arc<dyn Fn(Server, SessionEvent) -> BoxFuture<()> + Send + Sync>;
 type KeepFn = Arc<dyn Fn(&Server, &Arc<Session>) -> Option<Duration> + Send + Sync>;
 /// See [`RouterBuilder::on_close`].
 type CloseFn = Arc<dyn Fn(&Server, &Arc<Session>) -> Option<Element> + Send + Sync>;
+/// See [`RouterBuilder::bind2_feature`].
+type Bind2Fn = Arc<dyn Fn(&Server, &Arc<Session>, Element) -> Option<Element> + Send + Sync>;
 /// See [`RouterBuilder::pre_bind_nonza`].
 type PreBindFn = Arc<dyn Fn(&Server, &BareJid, Element) -> PreBind + Send + Sync>;
 
@@ -166,6 +168,8 @@ pub struct RouterBuilder {
     keep: Vec<KeepFn>,
     closing: Vec<CloseFn>,
     pre_bind: HashMap<(String, String), PreBindFn>,
+    bind2: Vec<(String, String, String, Bind2Fn)>,
+    sasl2_inline: Vec<Element>,
     features: HashMap<Scope, BTreeSet<String>>,
     bound_features: Vec<Element>,
     /// Registrations that clash, reported by [`RouterBuilder::build`].
@@ -296,6 +300,36 @@ impl RouterBuilder {
         self.pre_bind.insert(key, Arc::new(handler));
     }
 
+    /// A XEP-0386 Bind2 inline feature: advertised as `var` in SASL2's `<bind/>` offer;
+    /// `<name xmlns=ns/>` inside a client's `<bind/>` runs `handler` on the new session before
+    /// its first stanza, and what it returns goes into `<bound/>`.
+    pub fn bind2_feature(
+        &mut self,
+        var: &str,
+        ns: &str,
+        name: &str,
+        handler: impl Fn(&Server, &Arc<Session>, Element) -> Option<Element> + Send + Sync + 'static,
+    ) {
+        if self.bind2.iter().any(|(_, n, m, _)| n == ns && m == name) {
+            self.problems
+                .push(format!("two Bind2 handlers for <{name} xmlns='{ns}'/>"));
+            return;
+        }
+        self.bind2.push((
+            var.to_owned(),
+            ns.to_owned(),
+            name.to_owned(),
+            Arc::new(handler),
+        ));
+    }
+
+    /// An element offered in XEP-0388 SASL2's `<inline/>` (next to Bind2): something a
+    /// client may put in `<authenticate/>`, handled by the [`RouterBuilder::pre_bind_nonza`]
+    /// of its name (e.g. `<sm/>` for an inline `<resume/>`).
+    pub fn sasl2_inline_feature(&mut self, feature: Element) {
+        self.sasl2_inline.push(feature);
+    }
+
     /// When a session's connection is lost (not closed by its client, not ended by an error),
     /// the session is kept, detached, for the longest time a hook returns: what is sent to it
     /// meanwhile still passes the outbound filters, and a new connection may take it over
@@ -364,6 +398,8 @@ impl RouterBuilder {
             keep: self.keep,
             closing: self.closing,
             pre_bind: self.pre_bind,
+            bind2: self.bind2,
+            sasl2_inline: self.sasl2_inline,
             features: self.features,
             bound_features: self.bound_features,
         })
@@ -383,6 +419,8 @@ pub struct Router {
     keep: Vec<KeepFn>,
     closing: Vec<CloseFn>,
     pre_bind: HashMap<(String, String), PreBindFn>,
+    bind2: Vec<(String, String, String, Bind2Fn)>,
+    sasl2_inline: Vec<Element>,
     features: HashMap<Scope, BTreeSet<String>>,
     bound_features: Vec<Element>,
 }
@@ -542,6 +580,31 @@ impl Router {
     ) -> Option<PreBind> {
         let handler = self.pre_bind.get(&(el.ns(), el.name().to_owned()))?;
         Some(handler(server, account, el))
+    }
+
+    /// The Bind2 inline features on offer (their `var`s).
+    pub fn bind2_vars(&self) -> impl Iterator<Item = &str> {
+        self.bind2.iter().map(|(var, _, _, _)| var.as_str())
+    }
+
+    /// Runs the Bind2 inline feature `el` requests on a new session; `None` when no module
+    /// offers it or it has nothing to say.
+    pub fn bind2_inline(
+        &self,
+        server: &Server,
+        session: &Arc<Session>,
+        el: Element,
+    ) -> Option<Element> {
+        let (_, _, _, handler) = self
+            .bind2
+            .iter()
+            .find(|(_, ns, name, _)| el.is(name.as_str(), ns.as_str()))?;
+        handler(server, session, el)
+    }
+
+    /// What SASL2's `<inline/>` offers besides Bind2.
+    pub fn sasl2_inline(&self) -> &[Element] {
+        &self.sasl2_inline
     }
 
     /// How long to keep `session` after its connection was lost; `None`: end it now.

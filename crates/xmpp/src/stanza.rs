@@ -36,6 +36,8 @@ pub enum Sasl {
     },
     Response(Result<Vec<u8>, ()>),
     Abort,
+    /// XEP-0388 `<authenticate/>` (SASL2), whole: it carries more than the mechanism.
+    Authenticate(Box<Element>),
 }
 
 /// The three stanza kinds, typed.
@@ -109,6 +111,14 @@ impl Inbound {
                 _ => {}
             }
         }
+        if ns == ns::SASL2 {
+            match el.name() {
+                "authenticate" => return Inbound::Sasl(Sasl::Authenticate(Box::new(el))),
+                "response" => return Inbound::Sasl(Sasl::Response(sasl_data(&el.text()))),
+                "abort" => return Inbound::Sasl(Sasl::Abort),
+                _ => {}
+            }
+        }
         Inbound::Other(el)
     }
 }
@@ -122,7 +132,7 @@ fn without_addresses(mut el: Element) -> Element {
 }
 
 /// RFC 6120 §6.4.2: base64, with `=` meaning "empty", whitespace tolerated.
-fn sasl_data(text: &str) -> Result<Vec<u8>, ()> {
+pub(crate) fn sasl_data(text: &str) -> Result<Vec<u8>, ()> {
     use base64::Engine;
     let t: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     if t == "=" || t.is_empty() {

@@ -67,6 +67,14 @@ pub fn register(r: &mut RouterBuilder) {
             async {}
         }
     });
+    // XEP-0386: carbons on from the first stanza, without an IQ.
+    r.bind2_feature(ns::CARBONS, ns::CARBONS, "enable", {
+        let on = on.clone();
+        move |_, session, _| {
+            switch(session, true, &on);
+            None
+        }
+    });
     r.disco_feature(Scope::Server, ns::CARBONS);
     r.message_hook(PRIORITY, move |ctx, dest, m| {
         let active = on.load(Ordering::Relaxed) > 0;
@@ -77,8 +85,12 @@ pub fn register(r: &mut RouterBuilder) {
 /// §4: only for the session itself, addressed to its own account (or to no one).
 fn set(ctx: &Ctx, to: &Jid, wanted: bool, on: &AtomicUsize) -> IqResult {
     ctx.own_account(to)?;
-    let was = ctx
-        .session
+    switch(&ctx.session, wanted, on);
+    Ok(None)
+}
+
+fn switch(session: &Session, wanted: bool, on: &AtomicUsize) {
+    let was = session
         .ext
         .with(|e: &mut Enabled| std::mem::replace(&mut e.0, wanted));
     match (was, wanted) {
@@ -90,7 +102,6 @@ fn set(ctx: &Ctx, to: &Jid, wanted: bool, on: &AtomicUsize) -> IqResult {
         }
         _ => {}
     }
-    Ok(None)
 }
 
 fn is_enabled(session: &Session) -> bool {

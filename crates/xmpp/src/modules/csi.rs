@@ -58,13 +58,16 @@ pub fn register(r: &mut RouterBuilder) {
     r.nonza(CSI, "inactive", {
         let inactive = inactive.clone();
         move |_, session, _| {
-            if !session
-                .ext
-                .with(|s: &mut State| std::mem::replace(&mut s.inactive, true))
-            {
-                inactive.fetch_add(1, Ordering::Relaxed);
-            }
+            go_inactive(session, &inactive);
             NonzaOutcome::Done
+        }
+    });
+    // XEP-0386: a client may start inactive (a phone reconnecting in the background).
+    r.bind2_feature(CSI, CSI, "inactive", {
+        let inactive = inactive.clone();
+        move |_, session, _| {
+            go_inactive(session, &inactive);
+            None
         }
     });
     r.nonza(CSI, "active", {
@@ -101,6 +104,15 @@ pub fn register(r: &mut RouterBuilder) {
         }
         filter(server, session, el)
     });
+}
+
+fn go_inactive(session: &Session, inactive: &AtomicUsize) {
+    if !session
+        .ext
+        .with(|s: &mut State| std::mem::replace(&mut s.inactive, true))
+    {
+        inactive.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn filter(server: &Server, session: &Arc<Session>, el: Element) -> Filtered {

@@ -124,8 +124,14 @@ pub fn register(r: &mut RouterBuilder) {
     });
     r.nonza(ns::SM, "enable", {
         let reg = reg.clone();
-        move |server, session, el| enable(server, &reg, session, el)
+        move |server, session, el| release(enable(server, &reg, session, el))
     });
+    // XEP-0386 / XEP-0388: enabled inside Bind2, resumed inside SASL2's <authenticate/>.
+    r.bind2_feature(ns::SM, ns::SM, "enable", {
+        let reg = reg.clone();
+        move |server, session, el| Some(enable(server, &reg, session, el))
+    });
+    r.sasl2_inline_feature(Element::bare("sm", ns::SM));
     r.nonza(ns::SM, "r", |_, session, _| {
         let answer = session
             .ext
@@ -242,9 +248,10 @@ fn keep_sent(server: &Server, session: &Arc<Session>, el: Element) -> Filtered {
     }
 }
 
-fn enable(server: &Server, reg: &Registry, session: &Arc<Session>, el: Element) -> NonzaOutcome {
+/// `<enabled/>`, or `<failed/>` for a second or malformed `<enable/>`.
+fn enable(server: &Server, reg: &Registry, session: &Arc<Session>, el: Element) -> Element {
     let Ok(enable) = Enable::try_from(el) else {
-        return release(failed(DefinedCondition::BadRequest, None));
+        return failed(DefinedCondition::BadRequest, None);
     };
     let limit = server.config.sm.resume_timeout;
     let keep = match enable.max {
@@ -266,7 +273,7 @@ fn enable(server: &Server, reg: &Registry, session: &Arc<Session>, el: Element) 
         true
     });
     if !fresh {
-        return release(failed(DefinedCondition::UnexpectedRequest, None));
+        return failed(DefinedCondition::UnexpectedRequest, None);
     }
     reg.enabled.fetch_add(1, Ordering::Relaxed);
     if let Some(id) = &id {
@@ -278,7 +285,7 @@ fn enable(server: &Server, reg: &Registry, session: &Arc<Session>, el: Element) 
         max: id_max(enable.resume, keep),
         resume: enable.resume && !keep.is_zero(),
     };
-    release(enabled.into())
+    enabled.into()
 }
 
 fn id_max(resume: bool, keep: Duration) -> Option<u32> {

@@ -98,13 +98,7 @@ impl Authenticated {
                 self.xml.send(&reply).await.ok()?;
                 continue;
             };
-            let (session, rx) = server
-                .sessions
-                .create(full.clone(), server.config.limits.session_queue);
-            if let Some(old) = server.sessions.bind(session.clone()) {
-                tracing::info!(jid = %full, "resource taken over; closing the old session");
-                old.push(Outbound::Replaced);
-            }
+            let (session, rx) = bind_session(server, &full);
             let result = Iq::Result {
                 from: None,
                 to: None,
@@ -125,12 +119,32 @@ impl Authenticated {
     }
 }
 
-fn full_jid(bare: &BareJid, resource: &str) -> Option<FullJid> {
+/// Registers a new session for `full`; one bound there before is told it was replaced.
+pub(super) fn bind_session(
+    server: &Server,
+    full: &FullJid,
+) -> (Arc<Session>, mpsc::Receiver<Outbound>) {
+    let (session, rx) = server
+        .sessions
+        .create(full.clone(), server.config.limits.session_queue);
+    if let Some(old) = server.sessions.bind(session.clone()) {
+        tracing::info!(jid = %full, "resource taken over; closing the old session");
+        old.push(Outbound::Replaced);
+    }
+    (session, rx)
+}
+
+pub(super) fn full_jid(bare: &BareJid, resource: &str) -> Option<FullJid> {
     format!("{bare}/{resource}").parse().ok()
 }
 
 fn generated_resource() -> String {
+    format!("postern-{}", random_hex())
+}
+
+/// 64 random bits in hex: what makes a generated resource unique.
+pub(super) fn random_hex() -> String {
     use rand::RngExt;
     let n: u64 = rand::rng().random();
-    format!("postern-{n:016x}")
+    format!("{n:016x}")
 }

@@ -6,6 +6,7 @@ pub mod bind;
 pub mod depth;
 pub mod io;
 pub mod sasl;
+pub mod sasl2;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -58,8 +59,13 @@ pub async fn handle(
     let Some(authed) = secured.authenticate(&server, peer, deadline).await else {
         return;
     };
-    let Some(bound) = authed.bind(&server, deadline).await else {
-        return;
+    let bound = match authed {
+        sasl::Authed::Stream(authenticated) => match authenticated.bind(&server, deadline).await {
+            Some(bound) => bound,
+            None => return,
+        },
+        sasl::Authed::Bound(bound) => bound,
+        sasl::Authed::Handed => return,
     };
     session::run(server, bound, shutdown).await;
 }
@@ -148,10 +154,10 @@ impl Secured {
         server: &Server,
         peer: SocketAddr,
         deadline: Instant,
-    ) -> Option<sasl::Authenticated> {
+    ) -> Option<sasl::Authed> {
         let io = limited_io(server, self.transport);
         let bindings = self.bindings;
-        let features = |_: &str| sasl::features(&bindings);
+        let features = |_: &str| sasl::features(server, &bindings);
         let (xml, domain) = open(server, io, deadline, features).await?;
         sasl::negotiate(server, xml, domain, &bindings, peer.ip(), deadline).await
     }

@@ -1,6 +1,7 @@
 //! SASL (RFC 6120 §6): SCRAM-SHA-1/256/512 and their -PLUS variants with channel binding,
 //! and PLAIN (always inside TLS here). Unknown users and wrong passwords get the same answer,
-//! `not-authorized`, after the same work.
+//! `not-authorized`, after the same work. The same mechanisms run inside XEP-0388 SASL2
+//! (`<authenticate/>`), whose success is taken on by [`super::sasl2`].
 
 use std::net::IpAddr;
 
@@ -27,6 +28,34 @@ pub struct Authenticated {
     pub(super) jid: BareJid,
 }
 
+/// Where authentication led.
+pub(super) enum Authed {
+    /// Authenticated; a resource is still to be bound.
+    Stream(Authenticated),
+    /// SASL2 with Bind2: bound in the same round trip.
+    Bound(super::bind::Bound),
+    /// SASL2 with an inline resumption: the connection went to the session it resumed.
+    Handed,
+}
+
+/// Which SASL framing an exchange uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    /// RFC 6120 `<auth/>`, then a stream restart.
+    Sasl1,
+    /// XEP-0388 `<authenticate/>`, no restart.
+    Sasl2,
+}
+
+impl Profile {
+    fn ns(self) -> &'static str {
+        match self {
+            Profile::Sasl1 => ns::SASL,
+            Profile::Sasl2 => ns::SASL2,
+        }
+    }
+}
+
 /// Mechanisms in order of preference; -PLUS only when the connection has a binding.
 pub fn mechanisms(bindings: &ChannelBindings) -> Vec<&'static str> {
     let mut out = Vec::new();
@@ -41,8 +70,10 @@ pub fn mechanisms(bindings: &ChannelBindings) -> Vec<&'static str> {
     out
 }
 
-/// Stream features of a secured, unauthenticated stream (incl. XEP-0440 binding types).
-pub fn features(bindings: &ChannelBindings) -> StreamFeatures {
+/// Stream features of a secured, unauthenticated stream: SASL mechanisms, the XEP-0440
+/// binding types, and XEP-0388 SASL2 with what may be done inline (Bind2 and its features,
+/// and what modules offer).
+pub fn features(server: &Server, bindings: &ChannelBindings) -> StreamFeatures {
     let mut types = Vec::new();
     if bindings.tls_exporter.is_some() {
         types.push(CbType::TlsExporter);
@@ -50,12 +81,24 @@ pub fn features(bindings: &ChannelBindings) -> StreamFeatures {
     if bindings.tls_server_end_point.is_some() {
         types.push(CbType::TlsServerEndPoint);
     }
+    let names: Vec<String> = mechanisms(bindings)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let inline = xmpp_parsers::sasl2::InlineFeatures {
+        bind2: Some(xmpp_parsers::bind2::BindFeature {
+            inline_features: server.router.bind2_vars().map(str::to_owned).collect(),
+        }),
+        sm: None,
+        payloads: server.router.sasl2_inline().to_vec(),
+    };
     StreamFeatures {
-        sasl_mechanisms: mechanisms(bindings)
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
+        sasl_mechanisms: names.iter().cloned().collect(),
         sasl_cb: (!types.is_empty()).then_some(SaslChannelBinding { types }),
+        sasl2: Some(xmpp_parsers::sasl2::Authentication {
+            mechanisms: names,
+            inline: Some(inline),
+        }),
         ..StreamFeatures::default()
     }
 }
@@ -82,7 +125,8 @@ fn fail(condition: &'static str) -> Failure {
 /// Refusals of any kind on one connection before it is closed.
 const MAX_REFUSALS: u32 = 10;
 
-/// Runs SASL until success (then restarts the stream) or the stream ends.
+/// Runs SASL until success (then restarts the stream, or for SASL2 goes on inline) or the
+/// stream ends.
 pub(super) async fn negotiate(
     server: &Server,
     mut xml: Xml,
@@ -90,7 +134,7 @@ pub(super) async fn negotiate(
     bindings: &ChannelBindings,
     ip: IpAddr,
     deadline: Instant,
-) -> Option<Authenticated> {
+) -> Option<Authed> {
     // Credential failures are capped by config; other refusals (a mechanism or binding type
     // the client guessed wrong, as slixmpp does on TLS 1.2) are not guesses, but are bounded too.
     let mut wrong_credentials = 0;
@@ -100,20 +144,35 @@ pub(super) async fn negotiate(
             Ok(el) => el,
             Err(e) => return close(xml, e).await,
         };
+        let mut profile = Profile::Sasl1;
+        let mut request = None;
         let attempt = match Inbound::decode(el) {
-            Inbound::Sasl(Sasl::Auth { mechanism, data }) => match data {
-                Err(()) => Err(fail("incorrect-encoding")),
-                Ok(data) if mechanism == "PLAIN" => plain(server, &domain, &data).await,
-                Ok(data) => match ScramHash::from_mechanism_name(&mechanism) {
-                    Some((hash, plus)) if !plus || bindings.any() => {
-                        scram(
-                            server, &mut xml, &domain, hash, plus, bindings, &data, deadline,
-                        )
-                        .await
-                    }
-                    _ => Err(fail("invalid-mechanism")),
-                },
-            },
+            Inbound::Sasl(Sasl::Auth { mechanism, data }) => {
+                let exchange = Exchange {
+                    server,
+                    domain: &domain,
+                    bindings,
+                    deadline,
+                    profile,
+                };
+                exchange.run(&mut xml, &mechanism, data).await
+            }
+            Inbound::Sasl(Sasl::Authenticate(el)) => {
+                profile = Profile::Sasl2;
+                let mechanism = el.attr("mechanism").unwrap_or_default().to_owned();
+                let data = el
+                    .get_child("initial-response", ns::SASL2)
+                    .map_or(Ok(Vec::new()), |c| crate::stanza::sasl_data(&c.text()));
+                request = Some(el);
+                let exchange = Exchange {
+                    server,
+                    domain: &domain,
+                    bindings,
+                    deadline,
+                    profile,
+                };
+                exchange.run(&mut xml, &mechanism, data).await
+            }
             Inbound::Sasl(Sasl::Abort) => Err(fail("aborted")),
             Inbound::Sasl(Sasl::Response(_)) => Err(fail("malformed-request")),
             Inbound::Stanza(_) | Inbound::BadStanza { .. } => {
@@ -130,7 +189,10 @@ pub(super) async fn negotiate(
         match attempt {
             Ok((jid, additional)) => {
                 server.auth_throttle.success(jid.as_str());
-                tracing::info!(%jid, "authenticated");
+                tracing::info!(%jid, sasl2 = request.is_some(), "authenticated");
+                if let Some(request) = request {
+                    return super::sasl2::succeed(server, xml, jid, additional, *request).await;
+                }
                 let success = sasl_element("success", additional.map(|d| B64.encode(d)));
                 xml.get_stream().expect_stream_header();
                 xml.get_stream().features_due();
@@ -142,7 +204,7 @@ pub(super) async fn negotiate(
                     }
                 };
                 let (xml, _) = open_accepted(server, accepted, |_| bound_features(server)).await?;
-                return Some(Authenticated { xml, jid });
+                return Some(Authed::Stream(Authenticated { xml, jid }));
             }
             Err(Failure::Close(e)) => return close(xml, e).await,
             Err(Failure::Sasl { condition, account }) => {
@@ -157,7 +219,7 @@ pub(super) async fn negotiate(
                     );
                     tokio::time::sleep(delay).await;
                 }
-                let failure = Element::builder("failure", ns::SASL)
+                let failure = Element::builder("failure", profile.ns())
                     .append(Element::bare(condition, ns::SASL))
                     .build();
                 xml.send(&failure).await.ok()?;
@@ -176,7 +238,7 @@ pub(super) async fn negotiate(
 }
 
 /// Features after authentication: `<bind/>` plus what modules add.
-fn bound_features(server: &Server) -> StreamFeatures {
+pub(super) fn bound_features(server: &Server) -> StreamFeatures {
     StreamFeatures {
         bind: Some(xmpp_parsers::bind::BindFeature { required: true }),
         others: server.router.bound_features().to_vec(),
@@ -243,6 +305,49 @@ async fn plain(server: &Server, domain: &str, data: &[u8]) -> Attempt {
     }
 }
 
+/// One authentication attempt's context.
+struct Exchange<'a> {
+    server: &'a Server,
+    domain: &'a str,
+    bindings: &'a ChannelBindings,
+    deadline: Instant,
+    profile: Profile,
+}
+
+impl Exchange<'_> {
+    /// Runs `mechanism` from the client's first message `data`.
+    async fn run(&self, xml: &mut Xml, mechanism: &str, data: Result<Vec<u8>, ()>) -> Attempt {
+        let Ok(data) = data else {
+            return Err(fail("incorrect-encoding"));
+        };
+        if mechanism == "PLAIN" {
+            return plain(self.server, self.domain, &data).await;
+        }
+        match ScramHash::from_mechanism_name(mechanism) {
+            Some((hash, plus)) if !plus || self.bindings.any() => {
+                self.scram(xml, hash, plus, &data).await
+            }
+            _ => Err(fail("invalid-mechanism")),
+        }
+    }
+
+    async fn scram(&self, xml: &mut Xml, hash: ScramHash, plus: bool, first: &[u8]) -> Attempt {
+        let (server, domain, bindings) = (self.server, self.domain, self.bindings);
+        scram(
+            server,
+            xml,
+            domain,
+            hash,
+            plus,
+            bindings,
+            first,
+            self.deadline,
+            self.profile,
+        )
+        .await
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn scram(
     server: &Server,
@@ -253,6 +358,7 @@ async fn scram(
     bindings: &ChannelBindings,
     first: &[u8],
     deadline: Instant,
+    profile: Profile,
 ) -> Attempt {
     let mut exchange = ScramServer::new(hash, plus, bindings.any(), bindings.clone());
     let client_first = exchange
@@ -272,7 +378,9 @@ async fn scram(
         None => None,
     };
     let challenge = exchange.server_first(keys);
-    let el = sasl_element("challenge", Some(B64.encode(challenge)));
+    let el = Element::builder("challenge", profile.ns())
+        .append(B64.encode(challenge))
+        .build();
     xml.send(&el).await.map_err(|_| Failure::Close(None))?;
     let response = negotiation_read(xml, deadline)
         .await
