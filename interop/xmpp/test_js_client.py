@@ -1,7 +1,8 @@
 """A JavaScript client library from the npm registry, @xmpp/client (xmpp.js, pinned in
 interop/js/package.json), against the real binary: login with SASL2 + Bind2 (xmpp.js prefers
 them when offered), carbons between two resources, and XEP-0198 resumption by xmpp.js's own
-reconnect logic after its TCP connection is destroyed.
+reconnect logic after its TCP connection is destroyed, and XEP-0484 FAST: the token xmpp.js
+asked for at its first login is what it logs in with after a reconnect.
 
 The script (interop/js/sm_carbons.mjs) only reports what it saw; the assertions are here."""
 
@@ -52,3 +53,6 @@ def test_xmppjs_carbons_and_stream_resumption(server):
     assert "js1 resumed" in seen["events"], seen
     assert seen["js1"] == ["hello js1", "while away"], seen
     assert seen["bob"].count("back again") == 1, seen
+    # FAST: a token was issued at the password login and used after the reconnect.
+    assert seen["js2Token"], seen
+    assert seen["js2Mechanisms"][:2] == ["SCRAM-SHA-1", "HT-SHA-256-NONE"], seen

@@ -188,3 +188,117 @@ async fn failures_use_sasl2_framing_and_no_bind2_means_classic_binding() {
     raw.sync("s").await.unwrap();
     server.stop().await;
 }
+
+fn ht_proof(token: &str, label: &[u8]) -> Vec<u8> {
+    use hmac::digest::{FixedOutput, KeyInit, Update};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(token.as_bytes()).unwrap();
+    mac.update(label);
+    mac.finalize_fixed().to_vec()
+}
+
+/// An HT-SHA-256-NONE `<authenticate/>` of `agent` with `token`, plus `inline`.
+async fn fast_login(
+    server: &TestServer,
+    user: &str,
+    agent: &str,
+    token: &str,
+    inline: &str,
+) -> (Raw, String) {
+    let (mut raw, features) = Raw::secured(server, "localhost").await.unwrap();
+    assert!(
+        features.contains("<mechanism>HT-SHA-256-NONE</mechanism>"),
+        "{features}"
+    );
+    let mut data = format!("{user}\0").into_bytes();
+    data.extend(ht_proof(token, b"Initiator"));
+    raw.send(&format!(
+        "<authenticate xmlns='{SASL2}' mechanism='HT-SHA-256-NONE'><initial-response>{}</initial-response>\
+         <user-agent id='{agent}'/><fast xmlns='{FAST}'/>{inline}</authenticate>",
+        B64.encode(data)
+    ))
+    .await
+    .unwrap();
+    let head = raw.read_until(">").await.unwrap();
+    let end = if head.contains("<success") {
+        "</success>"
+    } else {
+        "</failure>"
+    };
+    let answer = head + &raw.read_until(end).await.unwrap();
+    (raw, answer)
+}
+
+const FAST: &str = "urn:xmpp:fast:0";
+const PHONE: &str = "9c3f3e2a-1111-4c1a-8f00-0000000000aa";
+
+/// A password login of `PHONE` that asks for a token; returns it.
+async fn token_for_phone(server: &TestServer) -> String {
+    let request = format!("<request-token xmlns='{FAST}' mechanism='HT-SHA-256-NONE'/>");
+    let initial = B64.encode("\0alice@localhost\0pw");
+    let (mut raw, _) = Raw::secured(server, "localhost").await.unwrap();
+    raw.send(&format!(
+        "<authenticate xmlns='{SASL2}' mechanism='PLAIN'><initial-response>{initial}</initial-response>\
+         <user-agent id='{PHONE}'/>{request}</authenticate>"
+    ))
+    .await
+    .unwrap();
+    let success = raw.read_until("</success>").await.unwrap();
+    let token_el = &success[success.find("<token").expect("a token")..];
+    assert!(attr(token_el, "expiry").is_some(), "{success}");
+    attr(token_el, "token").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_token_login_then_reconnect_with_the_token_and_its_limits() {
+    let server = TestServer::start().await.unwrap();
+    server.add_account("alice@localhost", "pw").await.unwrap();
+    let token = token_for_phone(&server).await;
+
+    // Back with the token, bound in the same round trip; the server proves it knows it too.
+    let bind = format!("<bind xmlns='{BIND2}'><tag>phone</tag></bind>");
+    let (mut raw, success) = fast_login(&server, "alice@localhost", PHONE, &token, &bind).await;
+    assert!(success.contains("<success"), "{success}");
+    let server_proof = B64
+        .decode(text_of(&success, "additional-data").unwrap())
+        .unwrap();
+    assert_eq!(server_proof, ht_proof(&token, b"Responder"));
+    assert!(
+        text_of(&success, "authorization-identifier")
+            .unwrap()
+            .starts_with("alice@localhost/phone.")
+    );
+    raw.sync("fast").await.unwrap();
+
+    // Bound to the device, and to knowing the token.
+    let (_r, other_device) =
+        fast_login(&server, "alice@localhost", "another-device", &token, "").await;
+    assert!(other_device.contains("<not-authorized"), "{other_device}");
+    let (_r, wrong) = fast_login(&server, "alice@localhost", PHONE, "not-the-token", "").await;
+    assert!(wrong.contains("<not-authorized"), "{wrong}");
+
+    // Rotation: a login with the token can get a new one; once the new one is used, the old
+    // one is gone.
+    let request = format!("<request-token xmlns='{FAST}' mechanism='HT-SHA-256-NONE'/>");
+    let (_r, success) = fast_login(&server, "alice@localhost", PHONE, &token, &request).await;
+    let newer = attr(&success[success.find("<token").unwrap()..], "token").unwrap();
+    assert_ne!(newer, token);
+    let (_r, still) = fast_login(&server, "alice@localhost", PHONE, &token, "").await;
+    assert!(
+        still.contains("<success"),
+        "the old token works until the new one is used: {still}"
+    );
+    let (_r, ok) = fast_login(&server, "alice@localhost", PHONE, &newer, "").await;
+    assert!(ok.contains("<success"), "{ok}");
+    let (_r, old) = fast_login(&server, "alice@localhost", PHONE, &token, "").await;
+    assert!(old.contains("<not-authorized"), "{old}");
+
+    // A new password revokes every token.
+    server
+        .accounts()
+        .set_password("alice@localhost", "new-pw")
+        .await
+        .unwrap();
+    let (_r, revoked) = fast_login(&server, "alice@localhost", PHONE, &newer, "").await;
+    assert!(revoked.contains("<not-authorized"), "{revoked}");
+    server.stop().await;
+}

@@ -7,12 +7,14 @@
 //!   password; hand out SCRAM keys; manage groups. Wraps a [`Store`].
 //! - `password`: argon2id PHC strings plus SCRAM keys, derived from one password.
 //! - [`scram`]: the server side of SCRAM-SHA-1/256/512(-PLUS), pure and I/O free.
+//! - [`fast`]: XEP-0484 FAST tokens (HT-SHA-256-NONE): issued per device, checked, rotated.
 //!
 //! A SASL login takes one of two paths: PLAIN calls [`Accounts::verify_password`]; SCRAM
 //! calls [`scram::ScramServer::client_first`], then [`Accounts::scram_keys`] for the named
 //! user, then `server_first` and `client_final`. Both treat unknown, disabled and
 //! wrong-password logins alike, so an attacker cannot probe which accounts exist.
 
+pub mod fast;
 mod hash_pool;
 mod password;
 pub mod scram;

@@ -152,7 +152,11 @@ impl Store {
                 .bind(B64.encode(&s.stored_key))
                 .bind(B64.encode(&s.server_key));
         }
-        let done = q.bind(localpart).bind(domain).execute(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        let done = q.bind(localpart).bind(domain).execute(&mut *tx).await?;
+        // A new password revokes every FAST token (XEP-0484 §8).
+        crate::fast::delete_owner_data(&mut tx, &format!("{localpart}@{domain}")).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -197,6 +201,7 @@ impl Store {
             .await?;
         crate::roster::delete_owner_data(&mut tx, &address).await?;
         crate::blocking::delete_owner_data(&mut tx, &address).await?;
+        crate::fast::delete_owner_data(&mut tx, &address).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }

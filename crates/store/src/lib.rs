@@ -23,6 +23,7 @@
 
 pub mod accounts;
 pub mod blocking;
+pub mod fast;
 pub mod groups;
 pub mod offline;
 pub mod pgp_certs;
@@ -32,6 +33,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
 pub use accounts::{AccountRow, AccountSummary, Credentials, ScramCredential};
+pub use fast::FastToken;
 pub use offline::OfflineMessage;
 pub use pgp_certs::PgpCertRow;
 pub use roster::{RosterItem, Subscription};

@@ -669,3 +669,114 @@ async fn blocklists_add_remove_and_go_with_the_account() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn fast_tokens_expire_rotate_and_go_with_a_new_password_or_the_account() {
+    on_each_backend(|store, u| async move {
+        use postern_store::FastToken;
+        let local = format!("fast{u}");
+        let owner = format!("{local}@example.com");
+        store
+            .account_insert(&account(&local, "example.com"))
+            .await
+            .expect("account");
+        let token = |secret: &str, issued_ms: i64, expires_ms: i64| FastToken {
+            secret: secret.to_owned(),
+            issued_ms,
+            expires_ms,
+        };
+        let mech = "HT-SHA-256-NONE";
+        for t in [
+            token("old", 100, 10_000),
+            token("new", 200, 10_000),
+            token("stale", 50, 150),
+        ] {
+            store
+                .fast_token_add(&owner, "phone", mech, &t)
+                .await
+                .expect("add");
+        }
+        store
+            .fast_token_add(&owner, "laptop", mech, &token("other", 100, 10_000))
+            .await
+            .expect("add");
+        // Expired ones are gone, newest first, per device and mechanism.
+        let live = store
+            .fast_tokens(&owner, "phone", mech, 160)
+            .await
+            .expect("list");
+        assert_eq!(
+            live,
+            vec![token("new", 200, 10_000), token("old", 100, 10_000)]
+        );
+        assert!(
+            store
+                .fast_tokens(&owner, "phone", "OTHER", 160)
+                .await
+                .expect("l")
+                .is_empty()
+        );
+        // Using "new" retires what was issued before it; one token can go alone.
+        store
+            .fast_tokens_delete(&owner, "phone", 200, None)
+            .await
+            .expect("rotate");
+        assert_eq!(
+            store
+                .fast_tokens(&owner, "phone", mech, 160)
+                .await
+                .expect("l"),
+            vec![token("new", 200, 10_000)]
+        );
+        store
+            .fast_tokens_delete(&owner, "phone", 0, Some("new"))
+            .await
+            .expect("one");
+        assert!(
+            store
+                .fast_tokens(&owner, "phone", mech, 160)
+                .await
+                .expect("l")
+                .is_empty()
+        );
+        // New credentials revoke every device's tokens.
+        let before = store
+            .account_get(&local, "example.com")
+            .await
+            .expect("get")
+            .expect("row");
+        let creds = before.credentials.clone();
+        assert!(
+            store
+                .account_set_credentials(&local, "example.com", &creds)
+                .await
+                .expect("set")
+        );
+        assert!(
+            store
+                .fast_tokens(&owner, "laptop", mech, 160)
+                .await
+                .expect("l")
+                .is_empty()
+        );
+        // And the account's deletion.
+        store
+            .fast_token_add(&owner, "laptop", mech, &token("again", 300, 10_000))
+            .await
+            .expect("add");
+        assert!(
+            store
+                .account_delete(&local, "example.com")
+                .await
+                .expect("delete")
+        );
+        assert!(
+            store
+                .fast_tokens(&owner, "laptop", mech, 160)
+                .await
+                .expect("l")
+                .is_empty()
+        );
+    })
+    .await;
+}

@@ -22,6 +22,7 @@ pub struct XmppConfig {
     /// `[xmpp.csi]`: XEP-0352 client state indication (`modules/csi.rs`).
     pub csi: crate::modules::csi::CsiConfig,
     pub sm: crate::modules::sm::SmConfig,
+    pub fast: crate::stream::fast::FastConfig,
 }
 
 impl Default for XmppConfig {
@@ -34,6 +35,7 @@ impl Default for XmppConfig {
             offline: Default::default(),
             csi: Default::default(),
             sm: Default::default(),
+            fast: Default::default(),
         }
     }
 }
@@ -154,6 +156,9 @@ impl XmppConfig {
         }
         if self.sm.resume_timeout > Duration::from_secs(86_400) {
             out.push("xmpp.sm.resume_timeout: must be at most 24h".into());
+        }
+        if self.fast.token_lifetime < Duration::from_secs(60) {
+            out.push("xmpp.fast.token_lifetime: must be at least 1m".into());
         }
         if l.max_nonzas_per_second < 10 {
             out.push("xmpp.limits.max_nonzas_per_second: must be at least 10".into());

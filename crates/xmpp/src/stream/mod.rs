@@ -4,6 +4,7 @@
 
 pub mod bind;
 pub mod depth;
+pub mod fast;
 pub mod io;
 pub mod sasl;
 pub mod sasl2;

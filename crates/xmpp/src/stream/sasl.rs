@@ -90,7 +90,13 @@ pub fn features(server: &Server, bindings: &ChannelBindings) -> StreamFeatures {
             inline_features: server.router.bind2_vars().map(str::to_owned).collect(),
         }),
         sm: None,
-        payloads: server.router.sasl2_inline().to_vec(),
+        payloads: server
+            .router
+            .sasl2_inline()
+            .iter()
+            .cloned()
+            .chain([super::fast::feature()])
+            .collect(),
     };
     StreamFeatures {
         sasl_mechanisms: names.iter().cloned().collect(),
@@ -154,6 +160,7 @@ pub(super) async fn negotiate(
                     bindings,
                     deadline,
                     profile,
+                    request: None,
                 };
                 exchange.run(&mut xml, &mechanism, data).await
             }
@@ -163,15 +170,17 @@ pub(super) async fn negotiate(
                 let data = el
                     .get_child("initial-response", ns::SASL2)
                     .map_or(Ok(Vec::new()), |c| crate::stanza::sasl_data(&c.text()));
-                request = Some(el);
                 let exchange = Exchange {
                     server,
                     domain: &domain,
                     bindings,
                     deadline,
                     profile,
+                    request: Some(&el),
                 };
-                exchange.run(&mut xml, &mechanism, data).await
+                let attempt = exchange.run(&mut xml, &mechanism, data).await;
+                request = Some(el);
+                attempt
             }
             Inbound::Sasl(Sasl::Abort) => Err(fail("aborted")),
             Inbound::Sasl(Sasl::Response(_)) => Err(fail("malformed-request")),
@@ -312,6 +321,8 @@ struct Exchange<'a> {
     bindings: &'a ChannelBindings,
     deadline: Instant,
     profile: Profile,
+    /// The SASL2 `<authenticate/>`, which FAST needs (device id, `<fast/>`).
+    request: Option<&'a Element>,
 }
 
 impl Exchange<'_> {
@@ -322,6 +333,9 @@ impl Exchange<'_> {
         };
         if mechanism == "PLAIN" {
             return plain(self.server, self.domain, &data).await;
+        }
+        if let (true, Some(request)) = (super::fast::is_fast(mechanism), self.request) {
+            return fast(self.server, self.domain, request, &data).await;
         }
         match ScramHash::from_mechanism_name(mechanism) {
             Some((hash, plus)) if !plus || self.bindings.any() => {
@@ -345,6 +359,29 @@ impl Exchange<'_> {
             self.profile,
         )
         .await
+    }
+}
+
+/// An XEP-0484 token login (SASL2 only).
+async fn fast(server: &Server, domain: &str, request: &Element, data: &[u8]) -> Attempt {
+    let Some(authcid) = super::fast::authcid(data) else {
+        return Err(fail("malformed-request"));
+    };
+    let jid = address(authcid, domain);
+    let account = jid.as_ref().map(|j| j.to_string());
+    match super::fast::login(server, request, jid.as_ref(), data).await {
+        Ok(Some(server_proof)) => match jid {
+            Some(jid) => Ok((jid, Some(server_proof))),
+            None => Err(fail("not-authorized")),
+        },
+        Ok(None) => Err(Failure::Sasl {
+            condition: "not-authorized",
+            account,
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "FAST token check failed");
+            Err(fail("temporary-auth-failure"))
+        }
     }
 }
 

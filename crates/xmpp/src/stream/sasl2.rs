@@ -9,7 +9,8 @@
 //! - XEP-0386 Bind2 `<bind/>`: a resource `tag.random` is bound and the inline features
 //!   modules offer ([`crate::router::RouterBuilder::bind2_feature`]: carbons, SM, CSI) run on
 //!   the new session, their answers in `<bound/>`;
-//! - neither: `<success/>`, then the features of an authenticated stream (`<bind/>`, …).
+//! - neither: `<success/>`, then the features of an authenticated stream (`<bind/>`, …);
+//! - XEP-0484 `<request-token/>`: a FAST token in `<success/>` ([`super::fast`]).
 
 use futures::SinkExt;
 use minidom::Element;
@@ -64,14 +65,17 @@ pub(super) async fn succeed(
         authorization_identifier: Jid::from(jid.clone()),
         payloads: Vec::new(),
     };
+    if let Some(token) = super::fast::issue(server, &request, &jid).await {
+        success.payloads.push(token);
+    }
     let mut bind = None;
     for child in request.children() {
         if child.is("bind", ns::BIND2) {
             bind = Some(child.clone());
             continue;
         }
-        if child.ns() == ns::SASL2 {
-            continue; // initial-response, user-agent
+        if child.ns() == ns::SASL2 || child.ns() == ns::FAST {
+            continue; // initial-response, user-agent; FAST's are done above
         }
         match server.router.pre_bind_nonza(server, &jid, child.clone()) {
             Some(PreBind::Reply(answer)) => success.payloads.push(answer),

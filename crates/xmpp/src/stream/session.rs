@@ -308,8 +308,9 @@ async fn write_all(xml: &mut Xml, ready: &mut Vec<Element>) -> Result<(), ()> {
 /// routing goes without waiting, the rest in a task of the session's own, spawned the first
 /// time a routing has to wait.
 ///
-/// Measured (bench/xmpp, CPU per message, against handing every stanza to the task): see the
-/// note at [`Routing::route`].
+/// Measured with `REPEAT=2 bench/xmpp --no-prosody --baseline f5dfb3f` (every stanza handed
+/// to the task): server CPU per message 0.92x (window 32) and 0.94x (window 1), RSS per idle
+/// connection 0.97x (no routing task until one is needed).
 struct Routing {
     ctx: Ctx,
     task: Option<RoutingTask>,
