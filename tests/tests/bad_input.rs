@@ -126,10 +126,11 @@ async fn unknown_host_garbage_and_unknown_elements_are_handled() {
     raw.send_bytes(b"\x16\x03\x01\x00\xff garbage \x00\x01")
         .await
         .unwrap();
-    // Not a stream: closed without one (no features, nothing to negotiate). RFC 6120
-    // §4.9.1.2 would have the server send a header and <not-well-formed/> first; not yet.
+    // Not a stream: RFC 6120 §4.9.1.2, our header, <not-well-formed/>, the footer; nothing
+    // to negotiate.
     let closed = raw.read_to_close().await.unwrap();
     assert!(!closed.contains("<stream:features"), "{closed}");
+    assert_stream_error_after_header(&closed, "not-well-formed");
 
     let mut raw = Raw::login(&server, "alice@localhost", "pw", "r")
         .await
@@ -264,5 +265,70 @@ async fn whitespace_between_elements_is_fine_at_every_step() {
         .await
         .unwrap();
     assert!(raw.read_until("</message>").await.unwrap().contains("echo"));
+    server.stop().await;
+}
+
+/// The server's answer to a bad header: its own header first, then the error, then the
+/// footer (RFC 6120 §4.9.1.2).
+fn assert_stream_error_after_header(closed: &str, condition: &str) {
+    let header = closed.find("<stream:stream").expect(closed);
+    let error = closed.find(&format!("<{condition}")).expect(closed);
+    let footer = closed.find("</stream:stream>").expect(closed);
+    assert!(header < error && error < footer, "{closed}");
+    assert!(
+        closed.contains("xmlns='urn:ietf:params:xml:ns:xmpp-streams'")
+            || closed.contains("xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\""),
+        "{closed}"
+    );
+}
+
+#[tokio::test]
+async fn bad_stream_headers_get_a_header_and_the_rfc_6120_error() {
+    let server = TestServer::start().await.unwrap();
+    let cases = [
+        (
+            "<stream:stream to='localhost' version='1.0' xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'>",
+            "invalid-namespace",
+        ),
+        (
+            "<stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='urn:not:streams'>",
+            "invalid-namespace",
+        ),
+        (
+            "<stream:stream to='localhost' version='1.0' xmlns='jabber:client'>",
+            "bad-namespace-prefix",
+        ),
+        (
+            "<stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+            "unsupported-version",
+        ),
+    ];
+    for (header, condition) in cases {
+        let mut raw = Raw::connect(server.starttls).await.unwrap();
+        raw.send(&format!("<?xml version='1.0'?>{header}"))
+            .await
+            .unwrap();
+        let closed = raw.read_to_close().await.unwrap();
+        assert_stream_error_after_header(&closed, condition);
+        assert!(!closed.contains("<stream:features"), "{closed}");
+    }
+    // The same after TLS (a second header check on the TLS stream).
+    let mut raw = Raw::connect(server.starttls).await.unwrap();
+    raw.starttls("localhost", server.tls_config("localhost"))
+        .await
+        .unwrap();
+    raw.send("<stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+        .await
+        .unwrap();
+    let closed = raw.read_to_close().await.unwrap();
+    assert_stream_error_after_header(&closed, "unsupported-version");
+    // And a proper header split into single bytes still works.
+    let mut raw = Raw::connect(server.starttls).await.unwrap();
+    let header = "<?xml version='1.0'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+    for b in header.as_bytes() {
+        raw.send_bytes(&[*b]).await.unwrap();
+    }
+    let features = raw.read_until("</stream:features>").await.unwrap();
+    assert!(features.contains("<starttls"), "{features}");
     server.stop().await;
 }

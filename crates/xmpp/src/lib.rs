@@ -21,6 +21,11 @@
 //! - [`sessions`]: the registry of bound resources (bare JID → resources), each with a bounded
 //!   outbound queue drained by its connection task, and [`extensions`]: the typed per-session
 //!   state modules keep there (the core keeps none of theirs).
+//! - [`features`]: the one registry of what clients are offered (stream features per stage,
+//!   SASL mechanisms, SASL2/Bind2 inline features, disco features), filled by the code that
+//!   implements each.
+//! - [`hosts`]: the served domains and their sub-services (`upload.`, `conference.`), which
+//!   `classify` routes to and disco#items lists.
 //! - [`modules`]: one file per RFC section or XEP, each with `register(&mut RouterBuilder)`.
 //! - [`server`]: the [`Server`] handle (config, store, accounts, sessions, router) cloned into
 //!   every task.
@@ -34,6 +39,8 @@
 
 pub mod config;
 pub mod extensions;
+pub mod features;
+pub mod hosts;
 pub mod limits;
 pub mod listener;
 pub mod modules;

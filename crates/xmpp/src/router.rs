@@ -1,7 +1,7 @@
 //! The router: knows no XEP by name. It classifies a stanza's destination once and runs what
 //! modules registered for it. An IQ nobody handles gets `service-unavailable`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::message::Message;
 use xmpp_parsers::presence::Presence;
 
+use crate::features::{Features, Mechanism, Stage};
 use crate::server::Server;
 use crate::sessions::Session;
 use crate::stanza::{Stanza, StanzaFault, error_reply};
@@ -30,6 +31,8 @@ pub enum Dest {
     Account(BareJid),
     /// A full JID on a served domain.
     Full(FullJid),
+    /// A sub-service of a served domain (`upload.example.com`, a room at `conference.…`).
+    Service { label: &'static str, to: Jid },
     /// Anything on a domain this server does not serve (no federation).
     Remote(Jid),
 }
@@ -64,6 +67,8 @@ pub enum Scope {
     Server,
     /// IQs to an account's bare JID (or with no `to`: the sender's own account).
     Account,
+    /// IQs to the sub-service with this label ([`RouterBuilder::service`]).
+    Service(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -168,10 +173,9 @@ pub struct RouterBuilder {
     keep: Vec<KeepFn>,
     closing: Vec<CloseFn>,
     pre_bind: HashMap<(String, String), PreBindFn>,
-    bind2: Vec<(String, String, String, Bind2Fn)>,
-    sasl2_inline: Vec<Element>,
-    features: HashMap<Scope, BTreeSet<String>>,
-    bound_features: Vec<Element>,
+    bind2: Vec<(String, String, Bind2Fn)>,
+    /// What clients are offered (stream features, mechanisms, inline features, disco).
+    offers: Features,
     /// Registrations that clash, reported by [`RouterBuilder::build`].
     problems: Vec<String>,
 }
@@ -310,24 +314,29 @@ impl RouterBuilder {
         name: &str,
         handler: impl Fn(&Server, &Arc<Session>, Element) -> Option<Element> + Send + Sync + 'static,
     ) {
-        if self.bind2.iter().any(|(_, n, m, _)| n == ns && m == name) {
+        if self.bind2.iter().any(|(n, m, _)| n == ns && m == name) {
             self.problems
                 .push(format!("two Bind2 handlers for <{name} xmlns='{ns}'/>"));
             return;
         }
-        self.bind2.push((
-            var.to_owned(),
-            ns.to_owned(),
-            name.to_owned(),
-            Arc::new(handler),
-        ));
+        self.offers.add_bind2(var);
+        self.bind2
+            .push((ns.to_owned(), name.to_owned(), Arc::new(handler)));
     }
 
     /// An element offered in XEP-0388 SASL2's `<inline/>` (next to Bind2): something a
     /// client may put in `<authenticate/>`, handled by the [`RouterBuilder::pre_bind_nonza`]
     /// of its name (e.g. `<sm/>` for an inline `<resume/>`).
     pub fn sasl2_inline_feature(&mut self, feature: Element) {
-        self.sasl2_inline.push(feature);
+        self.offers.add_sasl2_inline(feature);
+    }
+
+    /// A SASL mechanism the stream layer runs ([`crate::stream::sasl`]); offered in this
+    /// order, each where the connection allows it.
+    pub fn sasl_mechanism(&mut self, mechanism: Mechanism) {
+        if let Err(problem) = self.offers.add_mechanism(mechanism) {
+            self.problems.push(problem);
+        }
     }
 
     /// When a session's connection is lost (not closed by its client, not ended by an error),
@@ -365,17 +374,25 @@ impl RouterBuilder {
             .push(Arc::new(move |s, e| Box::pin(handler(s, e))));
     }
 
-    /// A disco#info feature (XEP-0030) the module really implements.
-    pub fn disco_feature(&mut self, scope: Scope, feature: &str) {
-        self.features
-            .entry(scope)
-            .or_default()
-            .insert(feature.to_owned());
+    /// A sub-service on every served domain at `label.domain` (its IQs reach handlers of
+    /// [`Scope::Service`]`(label)`; disco#items on the domain lists it).
+    pub fn service(&mut self, label: &'static str, name: &'static str) {
+        if let Err(problem) = self
+            .offers
+            .add_service(crate::hosts::Service { label, name })
+        {
+            self.problems.push(problem);
+        }
     }
 
-    /// A stream feature offered after authentication, next to `<bind/>`.
-    pub fn bound_stream_feature(&mut self, feature: Element) {
-        self.bound_features.push(feature);
+    /// A disco#info feature (XEP-0030) the module really implements.
+    pub fn disco_feature(&mut self, scope: Scope, feature: &str) {
+        self.offers.add_disco(scope, feature);
+    }
+
+    /// A stream feature offered at `stage` (e.g. after authentication, next to `<bind/>`).
+    pub fn stream_feature(&mut self, stage: Stage, feature: Element) {
+        self.offers.add_stream_feature(stage, feature);
     }
 
     pub fn build(mut self) -> Result<Router, RegistryError> {
@@ -399,9 +416,7 @@ impl RouterBuilder {
             closing: self.closing,
             pre_bind: self.pre_bind,
             bind2: self.bind2,
-            sasl2_inline: self.sasl2_inline,
-            features: self.features,
-            bound_features: self.bound_features,
+            offers: self.offers,
         })
     }
 }
@@ -419,23 +434,14 @@ pub struct Router {
     keep: Vec<KeepFn>,
     closing: Vec<CloseFn>,
     pre_bind: HashMap<(String, String), PreBindFn>,
-    bind2: Vec<(String, String, String, Bind2Fn)>,
-    sasl2_inline: Vec<Element>,
-    features: HashMap<Scope, BTreeSet<String>>,
-    bound_features: Vec<Element>,
+    bind2: Vec<(String, String, Bind2Fn)>,
+    offers: Features,
 }
 
 impl Router {
-    pub fn features(&self, scope: Scope) -> impl Iterator<Item = &str> {
-        self.features
-            .get(&scope)
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-    }
-
-    pub fn bound_features(&self) -> &[Element] {
-        &self.bound_features
+    /// What clients are offered, at every stage.
+    pub fn offers(&self) -> &Features {
+        &self.offers
     }
 
     /// Routes a stanza a bound client sent (its `from` already stamped).
@@ -481,6 +487,7 @@ impl Router {
                 Ok(j) => (Scope::Server, j),
                 Err(_) => return,
             },
+            Dest::Service { label, to } => (Scope::Service(label), to.clone()),
             Dest::Full(full) => {
                 if !ctx.server.send_to_full(full, iq.clone().into()) {
                     bounce(&ctx, &Stanza::Iq(iq), &StanzaFault::service_unavailable());
@@ -582,11 +589,6 @@ impl Router {
         Some(handler(server, account, el))
     }
 
-    /// The Bind2 inline features on offer (their `var`s).
-    pub fn bind2_vars(&self) -> impl Iterator<Item = &str> {
-        self.bind2.iter().map(|(var, _, _, _)| var.as_str())
-    }
-
     /// Runs the Bind2 inline feature `el` requests on a new session; `None` when no module
     /// offers it or it has nothing to say.
     pub fn bind2_inline(
@@ -595,16 +597,11 @@ impl Router {
         session: &Arc<Session>,
         el: Element,
     ) -> Option<Element> {
-        let (_, _, _, handler) = self
+        let (_, _, handler) = self
             .bind2
             .iter()
-            .find(|(_, ns, name, _)| el.is(name.as_str(), ns.as_str()))?;
+            .find(|(ns, name, _)| el.is(name.as_str(), ns.as_str()))?;
         handler(server, session, el)
-    }
-
-    /// What SASL2's `<inline/>` offers besides Bind2.
-    pub fn sasl2_inline(&self) -> &[Element] {
-        &self.sasl2_inline
     }
 
     /// How long to keep `session` after its connection was lost; `None`: end it now.

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 
 use crate::config::XmppConfig;
+use crate::hosts::{Host, Hosts};
 use crate::limits::{AuthThrottle, ConnectionRate};
 use crate::router::{Dest, RegistryError, Router, RouterBuilder};
 use crate::sessions::Sessions;
@@ -32,6 +33,8 @@ pub struct Inner {
     pub config: XmppConfig,
     /// Served domains, lowercase; the first is the default.
     pub domains: Vec<String>,
+    /// The domains and their sub-services.
+    pub hosts: Hosts,
     pub store: Store,
     pub accounts: Accounts,
     pub sessions: Sessions,
@@ -59,9 +62,11 @@ impl Server {
         identities: Vec<DomainIdentity>,
     ) -> Result<Self, ServerError> {
         let mut builder = RouterBuilder::default();
+        crate::stream::register(&mut builder);
         crate::modules::register_all(&mut builder);
         let router = builder.build()?;
         let tls = Tls::new(identities)?;
+        let hosts = Hosts::new(domains.clone(), router.offers().services().to_vec());
         Ok(Server(Arc::new(Inner {
             connection_rate: ConnectionRate::new(&config.limits),
             auth_throttle: AuthThrottle::new(&config.limits),
@@ -70,6 +75,7 @@ impl Server {
                 .into_iter()
                 .map(|d| d.to_ascii_lowercase())
                 .collect(),
+            hosts,
             config,
             store,
             accounts,
@@ -116,8 +122,9 @@ impl Server {
         }
     }
 
+    /// Whether `domain` is one we serve (not a sub-service).
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+        self.hosts.is_domain(domain)
     }
 
     /// The destination class of an address (see [`Dest`]).
@@ -125,8 +132,15 @@ impl Server {
         let Some(to) = to else {
             return Dest::Unaddressed;
         };
-        if !self.is_local_domain(to.domain().as_str()) {
-            return Dest::Remote(to.clone());
+        match self.hosts.host(to.domain().as_str()) {
+            Host::Domain => {}
+            Host::Service(s) => {
+                return Dest::Service {
+                    label: s.label,
+                    to: to.clone(),
+                };
+            }
+            Host::Foreign => return Dest::Remote(to.clone()),
         }
         match (to.node(), to.clone().try_into_full()) {
             (None, _) => Dest::Server(to.domain().to_string()),

@@ -276,7 +276,7 @@ async fn verdict(ctx: &Ctx, dest: &Dest, lists: &Lists) -> Verdict {
     let to: Jid = match dest {
         Dest::Account(b) => b.clone().into(),
         Dest::Full(f) => f.clone().into(),
-        Dest::Remote(j) => j.clone(),
+        Dest::Remote(j) | Dest::Service { to: j, .. } => j.clone(),
         Dest::Server(_) | Dest::Unaddressed => return Verdict::Pass,
     };
     let sender = ctx.from.to_bare();

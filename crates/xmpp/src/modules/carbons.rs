@@ -126,7 +126,7 @@ async fn copy(ctx: Ctx, dest: Dest, mut m: Message, active: bool) -> Option<Mess
     let recipient = match &dest {
         Dest::Account(bare) => Some(bare.clone()),
         Dest::Full(full) => Some(full.to_bare()),
-        Dest::Unaddressed | Dest::Server(_) | Dest::Remote(_) => None,
+        Dest::Unaddressed | Dest::Server(_) | Dest::Service { .. } | Dest::Remote(_) => None,
     };
     // Between two resources of one account there is no other side to copy to.
     if recipient.as_ref() == Some(&sender) || matches!(dest, Dest::Unaddressed) {

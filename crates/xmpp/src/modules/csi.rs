@@ -54,7 +54,10 @@ pub fn register(r: &mut RouterBuilder) {
     // Inactive sessions, server-wide: while there are none, the filter is one atomic load
     // (it sits on every stanza to every session).
     let inactive: Arc<AtomicUsize> = Arc::default();
-    r.bound_stream_feature(Element::bare("csi", CSI));
+    r.stream_feature(
+        crate::features::Stage::Authenticated,
+        Element::bare("csi", CSI),
+    );
     r.nonza(CSI, "inactive", {
         let inactive = inactive.clone();
         move |_, session, _| {

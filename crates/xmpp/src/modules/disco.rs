@@ -1,7 +1,7 @@
 //! XEP-0030: Service Discovery. Features come only from what modules registered.
 
 use xmpp_parsers::disco::{
-    DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity,
+    DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity, Item,
 };
 use xmpp_parsers::jid::BareJid;
 use xmpp_parsers::ns;
@@ -55,7 +55,36 @@ async fn account_info(ctx: Ctx, req: IqRequest<DiscoInfoQuery>) -> IqResult {
     Ok(Some(info(&ctx, Scope::Account, identity).into()))
 }
 
-async fn items(_: Ctx, req: IqRequest<DiscoItemsQuery>) -> IqResult {
+/// A served domain's items: its sub-services ([`crate::hosts`]).
+async fn items(ctx: Ctx, req: IqRequest<DiscoItemsQuery>) -> IqResult {
+    if req.payload.node.is_some() {
+        return Err(StanzaFault::item_not_found());
+    }
+    let items = ctx
+        .server
+        .hosts
+        .services_of(req.to.domain().as_str())
+        .filter_map(|(host, s)| {
+            Some(Item {
+                jid: host.parse().ok()?,
+                node: None,
+                name: Some(s.name.to_owned()),
+            })
+        })
+        .collect();
+    Ok(Some(
+        DiscoItemsResult {
+            node: None,
+            items,
+            rsm: None,
+        }
+        .into(),
+    ))
+}
+
+/// An account has no items here (yet: PEP nodes will be).
+async fn account_items(ctx: Ctx, req: IqRequest<DiscoItemsQuery>) -> IqResult {
+    exists(&ctx, &req.to.to_bare()).await?;
     if req.payload.node.is_some() {
         return Err(StanzaFault::item_not_found());
     }
@@ -67,11 +96,6 @@ async fn items(_: Ctx, req: IqRequest<DiscoItemsQuery>) -> IqResult {
         }
         .into(),
     ))
-}
-
-async fn account_items(ctx: Ctx, req: IqRequest<DiscoItemsQuery>) -> IqResult {
-    exists(&ctx, &req.to.to_bare()).await?;
-    items(ctx, req).await
 }
 
 async fn exists(ctx: &Ctx, bare: &BareJid) -> Result<(), StanzaFault> {
@@ -89,7 +113,8 @@ fn info(ctx: &Ctx, scope: Scope, identity: Identity) -> DiscoInfoResult {
         features: ctx
             .server
             .router
-            .features(scope)
+            .offers()
+            .disco(scope)
             .map(str::to_owned)
             .collect(),
         extensions: vec![],

@@ -14,5 +14,5 @@ pub fn register(r: &mut RouterBuilder) {
     let feature = Element::builder("session", NS)
         .append(Element::bare("optional", NS))
         .build();
-    r.bound_stream_feature(feature);
+    r.stream_feature(crate::features::Stage::Authenticated, feature);
 }

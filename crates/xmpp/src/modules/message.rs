@@ -45,8 +45,9 @@ async fn deliver(ctx: Ctx, dest: Dest, m: Message) -> Option<Message> {
             &Stanza::Message(m),
             &StanzaFault::remote_server_not_found(),
         ),
-        // Nothing at the server itself takes messages.
-        Dest::Server(_) => bounce(
+        // Nothing at the server itself takes messages; a service module that takes them
+        // (group chat) has a hook of its own before this one.
+        Dest::Server(_) | Dest::Service { .. } => bounce(
             &ctx,
             &Stanza::Message(m),
             &StanzaFault::service_unavailable(),
@@ -85,7 +86,7 @@ pub fn targets(server: &Server, sender: &BareJid, dest: &Dest, m: &Message) -> V
             }
             None => vec![],
         },
-        Dest::Server(_) | Dest::Remote(_) => vec![],
+        Dest::Server(_) | Dest::Service { .. } | Dest::Remote(_) => vec![],
     }
 }
 

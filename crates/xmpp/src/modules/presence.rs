@@ -71,7 +71,7 @@ async fn handle(ctx: Ctx, dest: Dest, p: Presence) -> Option<Presence> {
         Type::None | Type::Unavailable => match dest {
             Dest::Unaddressed => broadcast(server, &ctx.session, p).await,
             Dest::Account(_) | Dest::Full(_) => directed(&ctx, &dest, p),
-            Dest::Server(_) | Dest::Remote(_) => {}
+            Dest::Server(_) | Dest::Service { .. } | Dest::Remote(_) => {}
         },
         Type::Subscribe | Type::Subscribed | Type::Unsubscribe | Type::Unsubscribed => {
             let contact = match dest {

@@ -21,7 +21,10 @@ struct Interested(bool);
 pub fn register(r: &mut RouterBuilder) {
     r.iq(Scope::Account, IqKind::Get, ns::ROSTER, "query", get);
     r.iq(Scope::Account, IqKind::Set, ns::ROSTER, "query", set);
-    r.bound_stream_feature(Element::bare("ver", "urn:xmpp:features:rosterver"));
+    r.stream_feature(
+        crate::features::Stage::Authenticated,
+        Element::bare("ver", "urn:xmpp:features:rosterver"),
+    );
 }
 
 async fn get(ctx: Ctx, req: IqRequest<Roster>) -> IqResult {

@@ -112,7 +112,10 @@ struct Registry {
 
 pub fn register(r: &mut RouterBuilder) {
     let reg: Arc<Registry> = Arc::default();
-    r.bound_stream_feature(Element::bare("sm", ns::SM));
+    r.stream_feature(
+        crate::features::Stage::Authenticated,
+        Element::bare("sm", ns::SM),
+    );
     r.outbound_filter(FILTER_PRIORITY, {
         let reg = reg.clone();
         move |server, session, el| {

@@ -10,6 +10,7 @@ use postern_accounts::fast::HT_SHA_256_NONE;
 use xmpp_parsers::jid::BareJid;
 use xmpp_parsers::ns;
 
+use crate::features::Features;
 use crate::server::Server;
 
 /// The `[xmpp.fast]` section.
@@ -32,11 +33,17 @@ impl Default for FastConfig {
 /// Longest user-agent id a token is bound to.
 const MAX_AGENT: usize = 128;
 
-/// The offer inside SASL2's `<inline/>`.
-pub fn feature() -> Element {
-    Element::builder("fast", ns::FAST)
-        .append(Element::builder("mechanism", ns::FAST).append(HT_SHA_256_NONE))
-        .build()
+/// The offer inside SASL2's `<inline/>`: the FAST mechanisms registered, if any.
+pub fn feature(offers: &Features) -> Option<Element> {
+    let mut fast = Element::bare("fast", ns::FAST);
+    for m in offers.fast_mechanisms() {
+        fast.append_child(
+            Element::builder("mechanism", ns::FAST)
+                .append(m.name)
+                .build(),
+        );
+    }
+    fast.children().next().is_some().then_some(fast)
 }
 
 /// The device a SASL2 `<authenticate/>` comes from (its `<user-agent id/>`).
@@ -45,11 +52,6 @@ pub fn agent(request: &Element) -> Option<&str> {
         .get_child("user-agent", ns::SASL2)
         .and_then(|u| u.attr("id"))
         .filter(|id| !id.is_empty() && id.len() <= MAX_AGENT)
-}
-
-/// Whether `mechanism` is a FAST one, to be run by [`login`].
-pub fn is_fast(mechanism: &str) -> bool {
-    mechanism == HT_SHA_256_NONE
 }
 
 /// An HT-SHA-256-NONE login: `data` is `authcid NUL proof`; `Ok(Some(server proof))` when a

@@ -211,6 +211,58 @@ impl AsyncRead for Io {
 }
 
 impl Io {
+    /// Reads, without consuming anything, until [`super::header::check`] can judge the
+    /// client's stream header (see there); `Incomplete` when the client left first.
+    pub async fn check_header(&mut self) -> io::Result<super::header::Verdict> {
+        use super::header::{Verdict, check};
+        loop {
+            let verdict = check(&self.buf[self.pos..self.cap]);
+            if verdict != Verdict::Incomplete {
+                return Ok(verdict);
+            }
+            if self.pos == 0 && self.cap == self.buf.len() {
+                return Ok(Verdict::Refuse(
+                    xmpp_parsers::stream_error::DefinedCondition::PolicyViolation,
+                    "Stream header too long",
+                ));
+            }
+            if self.fill_more().await? == 0 {
+                return Ok(Verdict::Incomplete);
+            }
+        }
+    }
+
+    /// Reads more bytes after those buffered (moving them to the front first), through the
+    /// same accounting as [`AsyncBufRead::poll_fill_buf`]; 0 at the end of the connection.
+    async fn fill_more(&mut self) -> io::Result<usize> {
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.cap, 0);
+            self.too_deep_at = self.too_deep_at.map(|at| at - self.pos);
+            self.cap -= self.pos;
+            self.pos = 0;
+        }
+        let start = self.cap;
+        let inner = &mut self.inner;
+        let mut rb = ReadBuf::new(&mut self.buf[start..]);
+        std::future::poll_fn(|cx| match inner {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, &mut rb),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, &mut rb),
+        })
+        .await?;
+        let n = rb.filled().len();
+        if n == 0 {
+            self.eof = true;
+            return Ok(0);
+        }
+        self.read.fetch_add(n, Ordering::Relaxed);
+        let deep = self.gauge.scan(&self.buf[start..start + n]);
+        if self.too_deep_at.is_none() {
+            self.too_deep_at = deep.map(|at| at + start);
+        }
+        self.cap += n;
+        Ok(n)
+    }
+
     /// Hands what [`Io::unwritten`] holds to the transport.
     fn poll_unwritten(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.unwritten.is_empty() {

@@ -5,6 +5,7 @@
 pub mod bind;
 pub mod depth;
 pub mod fast;
+pub mod header;
 pub mod io;
 pub mod sasl;
 pub mod sasl2;
@@ -27,12 +28,28 @@ use xmpp_parsers::stream_error::{DefinedCondition, StreamError};
 use xmpp_parsers::stream_features::StreamFeatures;
 
 use self::io::{Io, Transport};
+use crate::features::Stage;
+use crate::router::RouterBuilder;
 use crate::server::Server;
 use crate::stanza::Inbound;
 
 /// An XML stream whose top-level elements arrive as minidom elements, decoded by
 /// [`Inbound::decode`] (a catch-all, so an unknown element never kills the reader).
 pub type Xml = XmlStream<Io, Element>;
+
+/// What the stream layer itself offers: `<starttls/>` (required) before TLS, the SASL
+/// mechanisms, `<bind/>` (required) after authentication.
+pub fn register(r: &mut RouterBuilder) {
+    let starttls = Element::builder("starttls", ns::TLS)
+        .append(Element::bare("required", ns::TLS))
+        .build();
+    r.stream_feature(Stage::BeforeTls, starttls);
+    sasl::register(r);
+    let bind = Element::builder("bind", ns::BIND)
+        .append(Element::bare("required", ns::BIND))
+        .build();
+    r.stream_feature(Stage::Authenticated, bind);
+}
 
 /// Serves one client connection from accept to close.
 pub async fn handle(
@@ -80,7 +97,7 @@ impl Plain {
     async fn open(server: &Server, tcp: TcpStream, deadline: Instant) -> Option<Plain> {
         let io = limited_io(server, Transport::Plain(tcp));
         let features = |_: &str| StreamFeatures {
-            starttls: Some(xmpp_parsers::starttls::StartTls { required: true }),
+            others: server.router.offers().stream(Stage::BeforeTls).to_vec(),
             ..StreamFeatures::default()
         };
         let (xml, _domain) = open(server, io, deadline, features).await?;
@@ -171,6 +188,16 @@ async fn open(
     deadline: Instant,
     features: impl Fn(&str) -> StreamFeatures,
 ) -> Option<(Xml, String)> {
+    let mut io = io;
+    match tokio::time::timeout_at(deadline, io.check_header()).await {
+        Ok(Ok(header::Verdict::Fine)) => {}
+        Ok(Ok(header::Verdict::Refuse(condition, text))) => {
+            tracing::debug!(?condition, "stream header refused");
+            refuse_header(server, io, condition, text).await;
+            return None;
+        }
+        Ok(Ok(header::Verdict::Incomplete) | Err(_)) | Err(_) => return None,
+    }
     io.features_due();
     let accepted = match tokio::time::timeout_at(
         deadline,
@@ -186,6 +213,28 @@ async fn open(
         Err(_) => return None,
     };
     open_accepted(server, accepted, features).await
+}
+
+/// RFC 6120 §4.9.1.2: our header, the error, the footer (written as bytes: the XML layer
+/// never accepted this stream).
+async fn refuse_header(server: &Server, mut io: Io, condition: DefinedCondition, text: &str) {
+    use tokio::io::AsyncWriteExt;
+    let from = server
+        .domains
+        .first()
+        .map_or(String::new(), |d| format!(" from='{d}'"));
+    let condition = stream_error(condition, text);
+    let error = String::from(&minidom::Element::from(condition));
+    let bytes = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+         xmlns:stream='http://etherx.jabber.org/streams' id='{}'{from} version='1.0'>{error}</stream:stream>",
+        stream_id()
+    );
+    let write = async {
+        io.write_all(bytes.as_bytes()).await?;
+        io.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
 }
 
 /// The second half of [`open`], also used after a stream reset (SASL success).

@@ -17,6 +17,8 @@ use xmpp_parsers::stream_error::DefinedCondition;
 use xmpp_parsers::stream_features::StreamFeatures;
 
 use super::{Xml, close, negotiation_read, open_accepted, stream_error};
+use crate::features::{Mechanism, MechanismKind, Stage};
+use crate::router::RouterBuilder;
 use crate::server::Server;
 use crate::stanza::{Inbound, Sasl};
 
@@ -56,18 +58,24 @@ impl Profile {
     }
 }
 
-/// Mechanisms in order of preference; -PLUS only when the connection has a binding.
-pub fn mechanisms(bindings: &ChannelBindings) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if bindings.any() {
-        out.extend([
-            "SCRAM-SHA-512-PLUS",
-            "SCRAM-SHA-256-PLUS",
-            "SCRAM-SHA-1-PLUS",
-        ]);
+/// The mechanisms this file runs, in order of preference (channel binding first).
+pub(super) fn register(r: &mut RouterBuilder) {
+    for plus in [true, false] {
+        for hash in [ScramHash::Sha512, ScramHash::Sha256, ScramHash::Sha1] {
+            r.sasl_mechanism(Mechanism {
+                name: hash.mechanism_name(plus),
+                kind: MechanismKind::Scram { hash, plus },
+            });
+        }
     }
-    out.extend(["SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]);
-    out
+    r.sasl_mechanism(Mechanism {
+        name: "PLAIN",
+        kind: MechanismKind::Plain,
+    });
+    r.sasl_mechanism(Mechanism {
+        name: postern_accounts::fast::HT_SHA_256_NONE,
+        kind: MechanismKind::FastToken,
+    });
 }
 
 /// Stream features of a secured, unauthenticated stream: SASL mechanisms, the XEP-0440
@@ -81,21 +89,21 @@ pub fn features(server: &Server, bindings: &ChannelBindings) -> StreamFeatures {
     if bindings.tls_server_end_point.is_some() {
         types.push(CbType::TlsServerEndPoint);
     }
-    let names: Vec<String> = mechanisms(bindings)
-        .into_iter()
-        .map(str::to_owned)
+    let offers = server.router.offers();
+    let names: Vec<String> = offers
+        .mechanisms(bindings)
+        .map(|m| m.name.to_owned())
         .collect();
     let inline = xmpp_parsers::sasl2::InlineFeatures {
         bind2: Some(xmpp_parsers::bind2::BindFeature {
-            inline_features: server.router.bind2_vars().map(str::to_owned).collect(),
+            inline_features: offers.bind2_vars().map(str::to_owned).collect(),
         }),
         sm: None,
-        payloads: server
-            .router
+        payloads: offers
             .sasl2_inline()
             .iter()
             .cloned()
-            .chain([super::fast::feature()])
+            .chain(super::fast::feature(offers))
             .collect(),
     };
     StreamFeatures {
@@ -105,6 +113,7 @@ pub fn features(server: &Server, bindings: &ChannelBindings) -> StreamFeatures {
             mechanisms: names,
             inline: Some(inline),
         }),
+        others: offers.stream(Stage::BeforeAuth).to_vec(),
         ..StreamFeatures::default()
     }
 }
@@ -249,8 +258,7 @@ pub(super) async fn negotiate(
 /// Features after authentication: `<bind/>` plus what modules add.
 pub(super) fn bound_features(server: &Server) -> StreamFeatures {
     StreamFeatures {
-        bind: Some(xmpp_parsers::bind::BindFeature { required: true }),
-        others: server.router.bound_features().to_vec(),
+        others: server.router.offers().stream(Stage::Authenticated).to_vec(),
         ..StreamFeatures::default()
     }
 }
@@ -331,17 +339,18 @@ impl Exchange<'_> {
         let Ok(data) = data else {
             return Err(fail("incorrect-encoding"));
         };
-        if mechanism == "PLAIN" {
-            return plain(self.server, self.domain, &data).await;
-        }
-        if let (true, Some(request)) = (super::fast::is_fast(mechanism), self.request) {
-            return fast(self.server, self.domain, request, &data).await;
-        }
-        match ScramHash::from_mechanism_name(mechanism) {
-            Some((hash, plus)) if !plus || self.bindings.any() => {
-                self.scram(xml, hash, plus, &data).await
+        let offered = self.server.router.offers().mechanism(mechanism);
+        let Some(m) = offered.filter(|m| m.usable(self.bindings)) else {
+            return Err(fail("invalid-mechanism"));
+        };
+        match (m.kind, self.request) {
+            (MechanismKind::Plain, _) => plain(self.server, self.domain, &data).await,
+            (MechanismKind::Scram { hash, plus }, _) => self.scram(xml, hash, plus, &data).await,
+            (MechanismKind::FastToken, Some(request)) => {
+                fast(self.server, self.domain, request, &data).await
             }
-            _ => Err(fail("invalid-mechanism")),
+            // FAST is part of SASL2 only.
+            (MechanismKind::FastToken, None) => Err(fail("invalid-mechanism")),
         }
     }
 
@@ -479,16 +488,27 @@ mod tests {
     }
 
     #[test]
-    fn plus_mechanisms_are_offered_only_with_a_binding() {
+    fn plus_mechanisms_are_offered_only_with_a_binding_and_fast_only_inside_sasl2() {
+        let mut r = RouterBuilder::default();
+        register(&mut r);
+        let router = r.build().expect("registry");
+        let offers = router.offers();
+        let names =
+            |b: &ChannelBindings| -> Vec<&str> { offers.mechanisms(b).map(|m| m.name).collect() };
         let none = ChannelBindings {
             tls_exporter: None,
             tls_server_end_point: None,
         };
-        assert!(!mechanisms(&none).iter().any(|m| m.ends_with("-PLUS")));
+        assert!(!names(&none).iter().any(|m| m.ends_with("-PLUS")));
+        assert_eq!(names(&none).first(), Some(&"SCRAM-SHA-512"));
         let some = ChannelBindings {
             tls_exporter: None,
             tls_server_end_point: Some(vec![1; 32]),
         };
-        assert!(mechanisms(&some).contains(&"SCRAM-SHA-256-PLUS"));
+        assert_eq!(names(&some).first(), Some(&"SCRAM-SHA-512-PLUS"));
+        assert!(names(&some).contains(&"PLAIN"));
+        assert!(!names(&some).contains(&"HT-SHA-256-NONE"));
+        let fast: Vec<&str> = offers.fast_mechanisms().map(|m| m.name).collect();
+        assert_eq!(fast, ["HT-SHA-256-NONE"]);
     }
 }
