@@ -37,8 +37,12 @@ pub fn check(bytes: &[u8]) -> Verdict {
     if rest[0] != b'<' {
         return Verdict::Refuse(DefinedCondition::NotWellFormed, "Not an XML stream");
     }
-    let Some(end) = tag_end(rest) else {
-        return Verdict::Incomplete;
+    let end = match tag_end(rest) {
+        Ok(Some(end)) => end,
+        Ok(None) => return Verdict::Incomplete,
+        Err(()) => {
+            return Verdict::Refuse(DefinedCondition::NotWellFormed, "Malformed stream header");
+        }
     };
     let Ok(tag) = std::str::from_utf8(&rest[1..end]) else {
         return Verdict::Refuse(
@@ -106,25 +110,34 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// A declaration still arriving is incomplete; anything else starting with `<?` is garbage.
 fn incomplete_or_garbage(rest: &[u8], expected: &[u8]) -> Verdict {
     let n = rest.len().min(expected.len());
-    if rest[..n].eq_ignore_ascii_case(&expected[..n]) && rest.len() < 256 {
+    let control = rest
+        .iter()
+        .any(|c| *c < 0x20 && !matches!(c, b'\t' | b'\r' | b'\n'));
+    if rest[..n].eq_ignore_ascii_case(&expected[..n]) && rest.len() < 256 && !control {
         Verdict::Incomplete
     } else {
         Verdict::Refuse(DefinedCondition::NotWellFormed, "Malformed XML declaration")
     }
 }
 
-/// The index of the `>` closing the tag that starts `b`, outside quoted values.
-fn tag_end(b: &[u8]) -> Option<usize> {
+/// The index of the `>` closing the tag that starts `b`, outside quoted values; `Err` at a
+/// byte no tag can hold (a control character, or `<` where a tag cannot have one), so that
+/// garbage is refused at once rather than waited on.
+fn tag_end(b: &[u8]) -> Result<Option<usize>, ()> {
     let mut quote = None;
     for (i, c) in b.iter().enumerate().skip(1) {
+        if *c < 0x20 && !matches!(c, b'\t' | b'\r' | b'\n') {
+            return Err(());
+        }
         match (quote, c) {
             (None, b'\'' | b'"') => quote = Some(*c),
             (Some(q), c) if q == *c => quote = None,
-            (None, b'>') => return Some(i),
+            (_, b'<') => return Err(()),
+            (None, b'>') => return Ok(Some(i)),
             _ => {}
         }
     }
-    None
+    Ok(None)
 }
 
 /// `name='value'` pairs (either quote); `None` when they do not parse.

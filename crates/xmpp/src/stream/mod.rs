@@ -215,6 +215,8 @@ async fn open(
     open_accepted(server, accepted, features).await
 }
 
+const STREAMS_ERR: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+
 /// RFC 6120 §4.9.1.2: our header, the error, the footer (written as bytes: the XML layer
 /// never accepted this stream).
 async fn refuse_header(server: &Server, mut io: Io, condition: DefinedCondition, text: &str) {
@@ -223,8 +225,19 @@ async fn refuse_header(server: &Server, mut io: Io, condition: DefinedCondition,
         .domains
         .first()
         .map_or(String::new(), |d| format!(" from='{d}'"));
-    let condition = stream_error(condition, text);
-    let error = String::from(&minidom::Element::from(condition));
+    let error = minidom::Element::from(stream_error(condition, text));
+    let name = error
+        .children()
+        .next()
+        .map_or("undefined-condition", |c| c.name());
+    let text = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let error = format!(
+        "<stream:error><{name} xmlns='{STREAMS_ERR}'/><text xmlns='{STREAMS_ERR}' \
+         xml:lang='en'>{text}</text></stream:error>"
+    );
     let bytes = format!(
         "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
          xmlns:stream='http://etherx.jabber.org/streams' id='{}'{from} version='1.0'>{error}</stream:stream>",
