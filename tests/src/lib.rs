@@ -329,6 +329,17 @@ impl Raw {
         })
     }
 
+    /// Like [`Raw::connect`], with a receive buffer of `bytes`: a client that reads slowly
+    /// (or not at all) fills it, and the server's writes to it stall.
+    pub async fn connect_small_window(addr: SocketAddr, bytes: u32) -> anyhow::Result<Raw> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(bytes)?;
+        Ok(Raw {
+            stream: RawStream::Plain(socket.connect(addr).await?),
+            buffer: String::new(),
+        })
+    }
+
     pub async fn send(&mut self, data: &str) -> anyhow::Result<()> {
         match &mut self.stream {
             RawStream::Plain(s) => s.write_all(data.as_bytes()).await?,
@@ -586,6 +597,30 @@ impl Raw {
         ))
         .await?;
         self.read_until(&format!("id='{id}'")).await
+    }
+
+    /// STARTTLS, PLAIN, restart and bind `resource` on an already connected `raw`.
+    pub async fn login_on(
+        mut raw: Raw,
+        server: &TestServer,
+        jid: &str,
+        password: &str,
+        resource: &str,
+    ) -> anyhow::Result<Raw> {
+        let domain = jid.split('@').nth(1).context("address")?;
+        raw.starttls(domain, server.tls_config(domain)).await?;
+        raw.open(domain).await?;
+        raw.read_until("</stream:features>").await?;
+        let answer = raw.plain(jid, password).await?;
+        anyhow::ensure!(answer.contains("<success"), "login failed: {answer}");
+        raw.open(domain).await?;
+        raw.read_until("</stream:features>").await?;
+        raw.send(&format!(
+            "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+        ))
+        .await?;
+        raw.read_element("iq").await?;
+        Ok(raw)
     }
 
     pub async fn login(

@@ -80,6 +80,10 @@ pub struct Limits {
     /// Stream-level elements (SM acks, CSI states, …) a client may send per second; past it
     /// the stream ends with `policy-violation`.
     pub max_nonzas_per_second: u32,
+    /// Longest wait for a client to take what is written to it (a client that stops
+    /// reading); past it the connection counts as lost.
+    #[serde(deserialize_with = "duration")]
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -98,6 +102,7 @@ impl Default for Limits {
             auth_failure_max_delay: Duration::from_secs(5),
             session_queue: 1024,
             max_nonzas_per_second: 200,
+            write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -159,6 +164,9 @@ impl XmppConfig {
         }
         if self.fast.token_lifetime < Duration::from_secs(60) {
             out.push("xmpp.fast.token_lifetime: must be at least 1m".into());
+        }
+        if l.write_timeout < Duration::from_secs(1) {
+            out.push("xmpp.limits.write_timeout: must be at least 1s".into());
         }
         if l.max_nonzas_per_second < 10 {
             out.push("xmpp.limits.max_nonzas_per_second: must be at least 10".into());

@@ -24,7 +24,10 @@ async fn deliver(ctx: Ctx, dest: Dest, m: Message) -> Option<Message> {
         Dest::Account(bare) => to_bare(&ctx, bare, m).await,
         Dest::Full(full) => {
             if let Some(s) = ctx.server.sessions.get(&full) {
-                s.send(m.into());
+                // A stuck session (its queue full) does not take it: as if it were gone.
+                if !s.send(m.clone().into()) && m.type_ != MessageType::Error {
+                    to_bare(&ctx, full.to_bare(), m).await;
+                }
                 return None;
             }
             match m.type_ {

@@ -372,9 +372,16 @@ async fn ended(server: &Server, reg: &Registry, session: &Arc<Session>) {
         return;
     }
     reg.enabled.fetch_sub(1, Ordering::Relaxed);
+    store_unacked(server, session, unacked).await;
+    // Forgotten last: until here a resumption attempt gets <item-not-found/> from the ended
+    // session itself (it can no longer be taken over).
     if let Some(id) = id {
         reg.resumable.remove_if(&id, |_, s| s.id == session.id);
     }
+}
+
+/// Messages worth keeping to offline storage (or back to their senders), IQ requests answered.
+async fn store_unacked(server: &Server, session: &Arc<Session>, unacked: VecDeque<Element>) {
     if unacked.is_empty() {
         return;
     }

@@ -55,6 +55,7 @@ struct Link {
     ready: Vec<Element>,
     shutdown: watch::Receiver<bool>,
     nonzas: NonzaBudget,
+    write_timeout: Duration,
 }
 
 pub(super) async fn run(server: Server, bound: Bound, shutdown: watch::Receiver<bool>) {
@@ -75,6 +76,7 @@ pub(super) async fn run(server: Server, bound: Bound, shutdown: watch::Receiver<
     let mut link = Link {
         routing: Routing::new(ctx),
         nonzas: NonzaBudget::new(server.config.limits.max_nonzas_per_second),
+        write_timeout: server.config.limits.write_timeout,
         server: server.clone(),
         session: session.clone(),
         rx,
@@ -86,7 +88,7 @@ pub(super) async fn run(server: Server, bound: Bound, shutdown: watch::Receiver<
             End::Close(error) => {
                 if error.is_none() {
                     link.ready.extend(server.router.closing(&server, &session));
-                    let _ = write_all(&mut xml, &mut link.ready).await;
+                    let _ = write_all(&mut xml, &mut link.ready, link.write_timeout).await;
                 }
                 close::<()>(xml, error).await;
                 break;
@@ -139,7 +141,10 @@ impl Link {
     async fn serve(&mut self, xml: &mut Xml) -> End {
         let server = self.server.clone();
         let session = self.session.clone();
-        if write_all(xml, &mut self.ready).await.is_err() {
+        if write_all(xml, &mut self.ready, self.write_timeout)
+            .await
+            .is_err()
+        {
             return End::Lost(None);
         }
         loop {
@@ -147,7 +152,7 @@ impl Link {
                 out = self.rx.recv() => match out {
                     Some(Outbound::Stanza(el)) => {
                         server.router.filter_outbound(&server, &session, el, None, &mut self.ready);
-                        if write_all(xml, &mut self.ready).await.is_err() {
+                        if write_all(xml, &mut self.ready, self.write_timeout).await.is_err() {
                             return End::Lost(None);
                         }
                     }
@@ -198,7 +203,7 @@ impl Link {
                                     for el in elements {
                                         server.router.filter_outbound(&server, &session, el, Some(after), &mut self.ready);
                                     }
-                                    if write_all(xml, &mut self.ready).await.is_err() {
+                                    if write_all(xml, &mut self.ready, self.write_timeout).await.is_err() {
                                         return End::Lost(None);
                                     }
                                 }
@@ -296,10 +301,17 @@ impl NonzaBudget {
     }
 }
 
-/// Writes and empties `ready`.
-async fn write_all(xml: &mut Xml, ready: &mut Vec<Element>) -> Result<(), ()> {
+/// Writes and empties `ready`; a client that takes none of it for `timeout` fails it.
+async fn write_all(xml: &mut Xml, ready: &mut Vec<Element>, timeout: Duration) -> Result<(), ()> {
     for el in ready.drain(..) {
-        xml.send(&el).await.map_err(|_| ())?;
+        match tokio::time::timeout(timeout, xml.send(&el)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(()),
+            Err(_) => {
+                tracing::info!("client stopped reading; connection given up");
+                return Err(());
+            }
+        }
     }
     Ok(())
 }
