@@ -151,3 +151,64 @@ async fn messages_from_a_blocked_contact_are_not_stored_while_the_user_is_away()
     assert!(info.contains("urn:xmpp:blocking"), "{info}");
     server.stop().await;
 }
+
+/// XEP-0191 §3.4: after an unblock, presence flows again both ways between subscribed
+/// contacts, without anyone having to change their presence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unblocking_a_subscribed_contact_resends_presence_both_ways() {
+    let server = TestServer::start().await.unwrap();
+    for who in ["alice@localhost", "bob@localhost"] {
+        server.add_account(who, "pw").await.unwrap();
+    }
+    let mut alice = online(&server, "alice@localhost", "a").await;
+    let mut bob = online(&server, "bob@localhost", "b").await;
+    // Mutual subscription.
+    for (from, to) in [(&mut alice, "bob@localhost"), (&mut bob, "alice@localhost")] {
+        from.send(&format!("<presence to='{to}' type='subscribe'/>"))
+            .await
+            .unwrap();
+        sync(from, "subscribed-ask").await;
+    }
+    for (from, to) in [(&mut bob, "alice@localhost"), (&mut alice, "bob@localhost")] {
+        from.send(&format!("<presence to='{to}' type='subscribed'/>"))
+            .await
+            .unwrap();
+        sync(from, "subscribed-ok").await;
+    }
+    alice
+        .send("<presence><status>alice here</status></presence>")
+        .await
+        .unwrap();
+    bob.send("<presence><status>bob here</status></presence>")
+        .await
+        .unwrap();
+    bob.read_until("alice here").await.unwrap();
+    alice.read_until("bob here").await.unwrap();
+
+    let done = iq(
+        &mut alice,
+        "b1",
+        "<block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block>",
+    )
+    .await;
+    assert!(done.contains("result"), "{done}");
+    bob.read_until("unavailable").await.unwrap();
+    sync(&mut bob, "bob-blocked").await;
+
+    let mut to_alice = iq(
+        &mut alice,
+        "u1",
+        "<unblock xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></unblock>",
+    )
+    .await;
+    assert!(to_alice.contains("result"), "{to_alice}");
+    to_alice.push_str(&sync(&mut alice, "after-unblock").await);
+    let to_bob = bob.read_until("alice here").await.unwrap();
+    assert!(to_bob.contains("from='alice@localhost/a'"), "{to_bob}");
+    // Sent before the unblock's result.
+    assert!(
+        to_alice.contains("bob here") && to_alice.contains("from='bob@localhost/b'"),
+        "{to_alice}"
+    );
+    server.stop().await;
+}

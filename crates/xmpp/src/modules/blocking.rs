@@ -206,6 +206,12 @@ async fn block(ctx: Ctx, req: IqRequest<Block>, lists: Lists) -> IqResult {
 async fn unblock(ctx: Ctx, req: IqRequest<Unblock>, lists: Lists) -> IqResult {
     let owner = ctx.own_account(&req.to)?;
     let items = deduplicated(&req.payload.items);
+    // What stops being blocked: the items named, or with none, the whole list.
+    let lifted = if items.is_empty() {
+        list(&ctx.server, &lists, &owner).await.to_vec()
+    } else {
+        items.clone()
+    };
     ctx.server
         .store
         .unblock(owner.as_str(), &strings(&items))
@@ -213,6 +219,13 @@ async fn unblock(ctx: Ctx, req: IqRequest<Unblock>, lists: Lists) -> IqResult {
         .map_err(internal)?;
     refresh(&ctx.server, &lists, &owner).await;
     push(&ctx.server, &owner, Unblock { items }.into());
+    // §3.4: presence flows again, both ways, where subscriptions allow it.
+    let still = list(&ctx.server, &lists, &owner).await;
+    super::presence::resend(&ctx.server, &owner, |contact| {
+        let contact = Jid::from(contact.clone());
+        lifted.iter().any(|i| matches(i, &contact)) && !still.iter().any(|i| matches(i, &contact))
+    })
+    .await;
     Ok(None)
 }
 

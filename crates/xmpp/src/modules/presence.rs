@@ -410,6 +410,52 @@ pub async fn unsubscribed(server: &Server, user: &BareJid, contact: &BareJid) {
 }
 
 /// `to` lost its subscription to `whose` presence: it sees `whose` go unavailable.
+/// Presence flows again between `user` and the roster contacts `unblocked` names (XEP-0191
+/// §3.4, after an unblock): the user's current presence to those subscribed to it, theirs to
+/// the user where the user is subscribed to them.
+pub async fn resend(server: &Server, user: &BareJid, unblocked: impl Fn(&BareJid) -> bool) {
+    let roster = match server.store.roster_get(user.as_str()).await {
+        Ok((_, items)) => items,
+        Err(e) => {
+            tracing::error!(error = %e, "roster read failed");
+            return;
+        }
+    };
+    let mine = available(server, user);
+    for item in roster {
+        let Ok(contact) = item.contact.parse::<BareJid>() else {
+            continue;
+        };
+        if !unblocked(&contact) {
+            continue;
+        }
+        if matches!(item.subscription, Subscription::From | Subscription::Both) {
+            for res in &mine {
+                if let Some(p) = last_presence(res) {
+                    let p = p
+                        .with_from(Jid::from(res.jid.clone()))
+                        .with_to(Jid::from(contact.clone()));
+                    deliver(server, &contact, p);
+                }
+            }
+        }
+        if matches!(item.subscription, Subscription::To | Subscription::Both) {
+            for theirs in available(server, &contact) {
+                let Some(p) = last_presence(&theirs) else {
+                    continue;
+                };
+                for me in &mine {
+                    let p = p
+                        .clone()
+                        .with_from(Jid::from(theirs.jid.clone()))
+                        .with_to(Jid::from(me.jid.clone()));
+                    me.send(p.into());
+                }
+            }
+        }
+    }
+}
+
 fn gone(server: &Server, whose: &BareJid, to: &BareJid) {
     for res in available(server, whose) {
         let p = Presence::unavailable()
