@@ -16,7 +16,7 @@ use postern_store::FastToken;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::{AccountError, Accounts, Address};
+use crate::{AccountError, Accounts, parse_address};
 
 /// The one FAST mechanism offered: no channel binding, so it works on any TLS version.
 pub const HT_SHA_256_NONE: &str = "HT-SHA-256-NONE";
@@ -52,7 +52,7 @@ impl Accounts {
     ) -> Result<IssuedToken, AccountError> {
         use base64::Engine;
         use rand::RngExt;
-        let addr = Address::parse(address)?;
+        let addr = parse_address(address)?;
         let bytes: [u8; 32] = rand::rng().random();
         let token = base64::engine::general_purpose::STANDARD.encode(bytes);
         let issued_ms = now_ms();
@@ -80,7 +80,7 @@ impl Accounts {
         proof: &[u8],
         invalidate: bool,
     ) -> Result<Option<Vec<u8>>, AccountError> {
-        let Ok(addr) = Address::parse(address) else {
+        let Ok(addr) = parse_address(address) else {
             return Ok(None);
         };
         if !self.is_active(address).await? {

@@ -19,13 +19,11 @@ mod hash_pool;
 mod password;
 pub mod scram;
 
+use postern_core::Address;
 use postern_store::{AccountRow, ScramCredential, Store, StoreError};
 
 pub use password::HashError;
 pub use scram::{ChannelBindings, ClientFirst, ScramError, ScramHash, ScramKeys, ScramServer};
-
-/// Longest localpart or domain we accept: the JID part limit of RFC 7622 section 3.
-const MAX_PART_LEN: usize = 1023;
 
 /// Why an account operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,11 +115,11 @@ impl Accounts {
     /// Creates an account. The address is normalised to lowercase; the password is stored
     /// only as argon2id and SCRAM hashes.
     pub async fn add(&self, address: &str, password: &str) -> Result<(), AccountError> {
-        let addr = Address::parse(address)?;
+        let addr = parse_address(address)?;
         check_password(password)?;
         if self
             .store
-            .account_get(&addr.localpart, &addr.domain)
+            .account_get(addr.localpart(), addr.domain())
             .await?
             .is_some()
         {
@@ -129,8 +127,8 @@ impl Accounts {
         }
         let credentials = self.hash(password).await?;
         let row = AccountRow {
-            localpart: addr.localpart.clone(),
-            domain: addr.domain.clone(),
+            localpart: addr.localpart().to_owned(),
+            domain: addr.domain().to_owned(),
             credentials,
             disabled: false,
             is_admin: false,
@@ -146,11 +144,11 @@ impl Accounts {
 
     /// Replaces an account's password (all hashes at once, with fresh salts).
     pub async fn set_password(&self, address: &str, password: &str) -> Result<(), AccountError> {
-        let addr = Address::parse(address)?;
+        let addr = parse_address(address)?;
         check_password(password)?;
         if self
             .store
-            .account_get(&addr.localpart, &addr.domain)
+            .account_get(addr.localpart(), addr.domain())
             .await?
             .is_none()
         {
@@ -159,7 +157,7 @@ impl Accounts {
         let credentials = self.hash(password).await?;
         if !self
             .store
-            .account_set_credentials(&addr.localpart, &addr.domain, &credentials)
+            .account_set_credentials(addr.localpart(), addr.domain(), &credentials)
             .await?
         {
             return Err(AccountError::NotFound(addr.to_string()));
@@ -171,10 +169,10 @@ impl Accounts {
     /// Deletes an account with its roster, pending subscriptions, offline messages and group
     /// memberships.
     pub async fn delete(&self, address: &str) -> Result<(), AccountError> {
-        let addr = Address::parse(address)?;
+        let addr = parse_address(address)?;
         if !self
             .store
-            .account_delete(&addr.localpart, &addr.domain)
+            .account_delete(addr.localpart(), addr.domain())
             .await?
         {
             return Err(AccountError::NotFound(addr.to_string()));
@@ -200,10 +198,10 @@ impl Accounts {
     /// Disables (or re-enables) an account. A disabled account keeps its data but cannot log
     /// in; existing sessions are the caller's to close.
     pub async fn set_disabled(&self, address: &str, disabled: bool) -> Result<(), AccountError> {
-        let addr = Address::parse(address)?;
+        let addr = parse_address(address)?;
         if !self
             .store
-            .account_set_disabled(&addr.localpart, &addr.domain, disabled)
+            .account_set_disabled(addr.localpart(), addr.domain(), disabled)
             .await?
         {
             return Err(AccountError::NotFound(addr.to_string()));
@@ -214,10 +212,10 @@ impl Accounts {
 
     /// Grants or revokes admin rights.
     pub async fn set_admin(&self, address: &str, is_admin: bool) -> Result<(), AccountError> {
-        let addr = Address::parse(address)?;
+        let addr = parse_address(address)?;
         if !self
             .store
-            .account_set_admin(&addr.localpart, &addr.domain, is_admin)
+            .account_set_admin(addr.localpart(), addr.domain(), is_admin)
             .await?
         {
             return Err(AccountError::NotFound(addr.to_string()));
@@ -229,24 +227,24 @@ impl Accounts {
     /// Whether the account exists and is enabled (e.g. to accept a message for it). An
     /// invalid address is simply not active.
     pub async fn is_active(&self, address: &str) -> Result<bool, AccountError> {
-        let Ok(addr) = Address::parse(address) else {
+        let Ok(addr) = parse_address(address) else {
             return Ok(false);
         };
         let row = self
             .store
-            .account_get(&addr.localpart, &addr.domain)
+            .account_get(addr.localpart(), addr.domain())
             .await?;
         Ok(row.is_some_and(|r| !r.disabled))
     }
 
     /// Whether the admin flag is set on an existing, enabled account.
     pub async fn is_admin(&self, address: &str) -> Result<bool, AccountError> {
-        let Ok(addr) = Address::parse(address) else {
+        let Ok(addr) = parse_address(address) else {
             return Ok(false);
         };
         let row = self
             .store
-            .account_get(&addr.localpart, &addr.domain)
+            .account_get(addr.localpart(), addr.domain())
             .await?;
         Ok(row.is_some_and(|r| !r.disabled && r.is_admin))
     }
@@ -260,10 +258,10 @@ impl Accounts {
         address: &str,
         password: &str,
     ) -> Result<bool, AccountError> {
-        let row = match Address::parse(address) {
+        let row = match parse_address(address) {
             Ok(addr) => {
                 self.store
-                    .account_get(&addr.localpart, &addr.domain)
+                    .account_get(addr.localpart(), addr.domain())
                     .await?
             }
             Err(_) => None,
@@ -287,12 +285,12 @@ impl Accounts {
         address: &str,
         hash: ScramHash,
     ) -> Result<Option<ScramKeys>, AccountError> {
-        let Ok(addr) = Address::parse(address) else {
+        let Ok(addr) = parse_address(address) else {
             return Ok(None);
         };
         let Some(row) = self
             .store
-            .account_get(&addr.localpart, &addr.domain)
+            .account_get(addr.localpart(), addr.domain())
             .await?
         else {
             return Ok(None);
@@ -352,7 +350,7 @@ impl Accounts {
     /// Adds an address (need not be a local account) to a group. Returns `false` when it
     /// was already a member.
     pub async fn group_add_member(&self, name: &str, address: &str) -> Result<bool, AccountError> {
-        let addr = Address::parse(address)?;
+        let addr = parse_address(address)?;
         Ok(self.store.group_add_member(name, &addr.to_string()).await?)
     }
 
@@ -362,7 +360,7 @@ impl Accounts {
         name: &str,
         address: &str,
     ) -> Result<bool, AccountError> {
-        let addr = Address::parse(address)?;
+        let addr = parse_address(address)?;
         Ok(self
             .store
             .group_remove_member(name, &addr.to_string())
@@ -371,49 +369,14 @@ impl Accounts {
 
     /// Groups an address belongs to, sorted.
     pub async fn groups_of(&self, address: &str) -> Result<Vec<String>, AccountError> {
-        let addr = Address::parse(address)?;
+        let addr = parse_address(address)?;
         Ok(self.store.groups_of(&addr.to_string()).await?)
     }
 }
 
-/// A parsed, lowercase `localpart@domain`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Address {
-    localpart: String,
-    domain: String,
-}
-
-impl Address {
-    /// Parses and normalises an address. Lowercasing is our normalisation (mail addresses are
-    /// compared case-insensitively in practice); characters that cannot appear in a bare JID
-    /// or would confuse mail headers are refused.
-    fn parse(address: &str) -> Result<Address, AccountError> {
-        let invalid = |why| AccountError::InvalidAddress(address.to_owned(), why);
-        let (localpart, domain) = address.split_once('@').ok_or_else(|| invalid("no @"))?;
-        if localpart.is_empty() || domain.is_empty() {
-            return Err(invalid("empty localpart or domain"));
-        }
-        if localpart.len() > MAX_PART_LEN || domain.len() > MAX_PART_LEN {
-            return Err(invalid("too long"));
-        }
-        let bad = |c: char| c.is_whitespace() || c.is_control() || "@/\"&'<>:".contains(c);
-        if localpart.chars().any(bad) || domain.chars().any(bad) {
-            return Err(invalid("forbidden character"));
-        }
-        if domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
-            return Err(invalid("bad domain"));
-        }
-        Ok(Address {
-            localpart: localpart.to_lowercase(),
-            domain: domain.to_lowercase(),
-        })
-    }
-}
-
-impl std::fmt::Display for Address {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}", self.localpart, self.domain)
-    }
+/// Parses an address the way every account operation does (see [`postern_core::Address`]).
+fn parse_address(address: &str) -> Result<Address, AccountError> {
+    Address::parse(address).map_err(|e| AccountError::InvalidAddress(e.input, e.reason))
 }
 
 fn check_password(password: &str) -> Result<(), AccountError> {
@@ -443,7 +406,7 @@ mod tests {
 
     #[test]
     fn addresses_are_validated_and_lowercased() {
-        let a = Address::parse("Alice@Example.COM").expect("valid");
+        let a = parse_address("Alice@Example.COM").expect("valid");
         assert_eq!(a.to_string(), "alice@example.com");
         for bad in [
             "alice",
@@ -456,9 +419,9 @@ mod tests {
             "a@.x",
             "a\n@x",
         ] {
-            assert!(Address::parse(bad).is_err(), "{bad:?} should be rejected");
+            assert!(parse_address(bad).is_err(), "{bad:?} should be rejected");
         }
-        assert!(Address::parse(&format!("{}@x", "a".repeat(1024))).is_err());
+        assert!(parse_address(&format!("{}@x", "a".repeat(1024))).is_err());
     }
 
     #[test]

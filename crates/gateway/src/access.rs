@@ -37,7 +37,7 @@ impl Party {
 
     /// The domain part of the address (empty for the null sender).
     pub fn domain(&self) -> &str {
-        self.address.rsplit_once('@').map_or("", |(_, d)| d)
+        postern_core::Address::domain_of(&self.address)
     }
 }
 

@@ -98,7 +98,7 @@ pub async fn learn(gw: &Gateway, block: &[u8]) {
     let Some(from) = from_address(block) else {
         return;
     };
-    let domain = from.rsplit_once('@').map_or("", |(_, d)| d);
+    let domain = postern_core::Address::domain_of(&from);
     if gw.is_local_domain(domain) {
         return;
     }

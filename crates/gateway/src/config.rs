@@ -25,21 +25,21 @@ pub struct GatewayConfig {
     /// Name in our greeting and EHLO; default: the first served domain.
     pub hostname: Option<String>,
     /// Largest message accepted (announced as SIZE); larger gets `552`.
-    #[serde(deserialize_with = "byte_size")]
+    #[serde(deserialize_with = "postern_core::config::bytes")]
     pub max_message_size: u64,
     /// Recipients per message; more get `452` (the MTA sends the rest in another transaction).
     pub max_recipients: usize,
     /// Concurrent SMTP connections from the MTA; more are answered `421` and closed.
     pub max_connections: usize,
     /// Waiting for one command line (RFC 5321 §4.5.3.2 suggests 5 minutes).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "postern_core::config::duration")]
     pub command_timeout: Duration,
     /// Waiting for the next chunk of message data (RFC 5321: 3 minutes per block).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "postern_core::config::duration")]
     pub data_timeout: Duration,
     /// Connecting to the next hop and waiting for each of its replies. Past it the mail is
     /// answered `451` and the MTA retries.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "postern_core::config::duration")]
     pub next_hop_timeout: Duration,
     /// Messages being received are written here, never held whole in memory for
     /// pass-through. Default: `<data_dir>/gateway/spool`.
@@ -187,7 +187,7 @@ pub struct KeyRequestsConfig {
     /// Answers per requesting address and window; more are not answered.
     pub per_sender: u32,
     /// The window for `per_sender`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "postern_core::config::duration")]
     pub window: Duration,
 }
 
@@ -214,10 +214,10 @@ pub struct WkdConfig {
     /// Look up outside recipients without a stored key by WKD.
     pub lookup: bool,
     /// Per method (advanced, then direct): connecting, TLS and the response.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "postern_core::config::duration")]
     pub lookup_timeout: Duration,
     /// An address is looked up at most once per this period, found or not.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "postern_core::config::duration")]
     pub lookup_cache: Duration,
     /// PEM bundle of trusted CAs; default: the system's (`/etc/ssl/certs/ca-certificates.crt`).
     pub lookup_ca_file: Option<PathBuf>,
@@ -383,28 +383,8 @@ impl GatewayConfig {
 }
 
 /// A size in bytes written the human way: `"50 MiB"`, `"10 MB"`, `1000`.
-///
-/// The XMPP crate has the same parser; the gateway may not depend on it (DESIGN.md: the two
-/// services never depend on each other), so it is repeated here.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size such as \"50 MiB\""))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1024,
-        "m" | "mb" => 1000 * 1000,
-        "mib" => 1024 * 1024,
-        "g" | "gb" => 1000 * 1000 * 1000,
-        "gib" => 1024 * 1024 * 1024,
-        other => return Err(format!("unknown size unit `{other}` in `{s}`")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))
+    s.parse::<postern_core::ByteSize>().map(|b| b.0)
 }
 
 /// Parses a validity such as `"2y"`, `"90d"` or `"never"` (CLI `--expires` and config).
@@ -416,26 +396,6 @@ pub fn parse_validity(s: &str) -> Result<Option<Duration>, String> {
     humantime::parse_duration(s)
         .map(Some)
         .map_err(|e| format!("`{s}` is not a validity such as \"2y\" or \"never\": {e}"))
-}
-
-fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Num(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Num(n) => Ok(n),
-        Raw::Text(t) => parse_size(&t).map_err(serde::de::Error::custom),
-    }
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!("`{s}` is not a duration such as \"30s\": {e}"))
-    })
 }
 
 fn validity<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

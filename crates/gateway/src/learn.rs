@@ -23,7 +23,7 @@ pub async fn outside_key(
     keydata: &[u8],
 ) -> Result<Option<Imported>, String> {
     let addr = addr.to_lowercase();
-    if gw.is_local_domain(addr.rsplit_once('@').map_or("", |(_, d)| d)) {
+    if gw.is_local_domain(postern_core::Address::domain_of(&addr)) {
         return Err("address in a served domain".into());
     }
     let certs = postern_pgp::parse_certs(keydata).map_err(|e| e.to_string())?;
@@ -40,7 +40,7 @@ pub async fn outside_keys(
     keydata: &[u8],
 ) -> Vec<Result<Option<Imported>, String>> {
     let addr = addr.to_lowercase();
-    if gw.is_local_domain(addr.rsplit_once('@').map_or("", |(_, d)| d)) {
+    if gw.is_local_domain(postern_core::Address::domain_of(&addr)) {
         return vec![Err("address in a served domain".into())];
     }
     match postern_pgp::parse_certs(keydata) {
@@ -90,7 +90,7 @@ pub async fn from_local_sender(gw: &Gateway, keydata: &[u8]) -> Vec<Result<Impor
     let mut out = Vec::with_capacity(certs.len());
     for cert in certs {
         let cert = only_uids(cert, |a| {
-            !gw.is_local_domain(a.rsplit_once('@').map_or("", |(_, d)| d))
+            !gw.is_local_domain(postern_core::Address::domain_of(a))
         });
         out.push(match postern_pgp::addresses(&cert).is_empty() {
             true => Err("no user ID outside the served domains".into()),

@@ -33,20 +33,8 @@ pub async fn accept_loop(gw: Gateway, listener: TcpListener, mut shutdown: watch
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, next_hop = %gw.next_hop.addr, "gateway SMTP listener ready");
     let mut sessions = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.changed() => break,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+    let conns = shutdown.clone();
+    postern_core::listen::accept_until_shutdown(&listener, &mut shutdown, |tcp, peer| {
         let Ok(permit) = gw.connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "gateway connection limit reached");
             tokio::spawn(async move {
@@ -56,11 +44,11 @@ pub async fn accept_loop(gw: Gateway, listener: TcpListener, mut shutdown: watch
                     .await;
                 let _ = tcp.shutdown().await;
             });
-            continue;
+            return;
         };
         let span = tracing::info_span!("smtp", %peer);
         let gw = gw.clone();
-        let shutdown = shutdown.clone();
+        let shutdown = conns.clone();
         sessions.spawn(
             async move {
                 Session::new(gw, tcp, peer, shutdown).run().await;
@@ -69,7 +57,8 @@ pub async fn accept_loop(gw: Gateway, listener: TcpListener, mut shutdown: watch
             .instrument(span),
         );
         while sessions.try_join_next().is_some() {}
-    }
+    })
+    .await;
     // Drain: sessions answer their current mail, then see the shutdown and close.
     while sessions.join_next().await.is_some() {}
 }

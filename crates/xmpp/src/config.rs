@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// The `[xmpp]` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -179,70 +179,13 @@ impl XmppConfig {
 }
 
 /// A size in bytes written the human way: `"256 KiB"`, `"50 MiB"`, `"1000"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl std::str::FromStr for ByteSize {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a size such as \"256 KiB\""))?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kb" => 1000,
-            "kib" => 1024,
-            "m" | "mb" => 1000 * 1000,
-            "mib" => 1024 * 1024,
-            "g" | "gb" => 1000 * 1000 * 1000,
-            "gib" => 1024 * 1024 * 1024,
-            other => return Err(format!("unknown size unit `{other}` in `{s}`")),
-        };
-        n.checked_mul(mult)
-            .map(ByteSize)
-            .ok_or_else(|| format!("`{s}` is too large"))
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Num(n) => Ok(ByteSize(n)),
-            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
+pub use postern_core::ByteSize;
 /// Durations are written as humantime strings: `"30s"`, `"5m"`, `"2h"`.
-pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!("`{s}` is not a duration such as \"30s\": {e}"))
-    })
-}
+pub use postern_core::config::duration;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_and_decimal_units() {
-        assert_eq!("256 KiB".parse::<ByteSize>(), Ok(ByteSize(262_144)));
-        assert_eq!("50MiB".parse::<ByteSize>(), Ok(ByteSize(52_428_800)));
-        assert_eq!("1000".parse::<ByteSize>(), Ok(ByteSize(1000)));
-        assert!("12 parsecs".parse::<ByteSize>().is_err());
-        assert!("KiB".parse::<ByteSize>().is_err());
-    }
 
     #[test]
     fn defaults_have_no_problems_and_bad_values_are_all_reported() {

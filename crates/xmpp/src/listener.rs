@@ -15,32 +15,19 @@ pub async fn accept_loop(
 ) {
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, direct_tls, "xmpp listener ready");
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.changed() => break,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    let conns = shutdown.clone();
+    postern_core::listen::accept_until_shutdown(&listener, &mut shutdown, |tcp, peer| {
         if !server.connection_rate.admit(peer.ip()) {
             tracing::warn!(%peer, "connection rate exceeded; closing");
-            continue;
+            return;
         }
         let Ok(permit) = server.connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; closing");
-            continue;
+            return;
         };
-        let _ = tcp.set_nodelay(true);
         let span = tracing::info_span!("c2s", %peer, tls = direct_tls);
         let server = server.clone();
-        let shutdown = shutdown.clone();
+        let shutdown = conns.clone();
         tokio::spawn(
             async move {
                 crate::stream::handle(server, tcp, peer, direct_tls, shutdown).await;
@@ -48,5 +35,6 @@ pub async fn accept_loop(
             }
             .instrument(span),
         );
-    }
+    })
+    .await;
 }

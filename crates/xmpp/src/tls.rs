@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use postern_accounts::scram::ChannelBindings;
+use postern_core::tls::SniResolver;
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert, ServerConnection};
+use rustls::server::ServerConnection;
 use rustls::sign::CertifiedKey;
 use sha2::Digest;
 use tokio_rustls::TlsAcceptor;
@@ -47,7 +48,7 @@ pub struct Tls {
 impl Tls {
     pub fn new(identities: Vec<DomainIdentity>) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut by_name = HashMap::new();
+        let mut by_name = Vec::new();
         let mut end_points = HashMap::new();
         let mut default = None;
         for id in identities {
@@ -67,13 +68,10 @@ impl Tls {
             if default.is_none() {
                 default = Some((id.domain.clone(), certified.clone()));
             }
-            by_name.insert(id.domain, certified);
+            by_name.push((id.domain, certified));
         }
-        let (default_domain, default_key) = default.ok_or(TlsError::NoDomain)?;
-        let resolver = SniResolver {
-            by_name,
-            default: default_key,
-        };
+        let (default_domain, _) = default.ok_or(TlsError::NoDomain)?;
+        let resolver = SniResolver::new(by_name).ok_or(TlsError::NoDomain)?;
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
@@ -111,21 +109,6 @@ impl Tls {
             tls_exporter: exporter,
             tls_server_end_point: end_point,
         }
-    }
-}
-
-#[derive(Debug)]
-struct SniResolver {
-    by_name: HashMap<String, Arc<CertifiedKey>>,
-    default: Arc<CertifiedKey>,
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let by_sni = hello
-            .server_name()
-            .and_then(|name| self.by_name.get(&name.to_ascii_lowercase()));
-        Some(by_sni.unwrap_or(&self.default).clone())
     }
 }
 
