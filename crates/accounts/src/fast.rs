@@ -16,6 +16,8 @@ use postern_store::FastToken;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use postern_core::AsAddress;
+
 use crate::{AccountError, Accounts, parse_address};
 
 /// The one FAST mechanism offered: no channel binding, so it works on any TLS version.
@@ -45,7 +47,7 @@ impl Accounts {
     /// Issues a new token for `address`'s device `agent`.
     pub async fn fast_issue(
         &self,
-        address: &str,
+        address: &(impl AsAddress + ?Sized),
         agent: &str,
         mechanism: &str,
         lifetime: Duration,
@@ -74,7 +76,7 @@ impl Accounts {
     /// A disabled account's tokens match nothing.
     pub async fn fast_verify(
         &self,
-        address: &str,
+        address: &(impl AsAddress + ?Sized),
         agent: &str,
         mechanism: &str,
         proof: &[u8],

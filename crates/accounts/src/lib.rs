@@ -19,7 +19,7 @@ mod hash_pool;
 mod password;
 pub mod scram;
 
-use postern_core::Address;
+use postern_core::{Address, AsAddress};
 use postern_store::{AccountRow, ScramCredential, Store, StoreError};
 
 pub use password::HashError;
@@ -114,7 +114,11 @@ impl Accounts {
 
     /// Creates an account. The address is normalised to lowercase; the password is stored
     /// only as argon2id and SCRAM hashes.
-    pub async fn add(&self, address: &str, password: &str) -> Result<(), AccountError> {
+    pub async fn add(
+        &self,
+        address: &(impl AsAddress + ?Sized),
+        password: &str,
+    ) -> Result<(), AccountError> {
         let addr = parse_address(address)?;
         check_password(password)?;
         if self
@@ -143,7 +147,11 @@ impl Accounts {
     }
 
     /// Replaces an account's password (all hashes at once, with fresh salts).
-    pub async fn set_password(&self, address: &str, password: &str) -> Result<(), AccountError> {
+    pub async fn set_password(
+        &self,
+        address: &(impl AsAddress + ?Sized),
+        password: &str,
+    ) -> Result<(), AccountError> {
         let addr = parse_address(address)?;
         check_password(password)?;
         if self
@@ -168,7 +176,7 @@ impl Accounts {
 
     /// Deletes an account with its roster, pending subscriptions, offline messages and group
     /// memberships.
-    pub async fn delete(&self, address: &str) -> Result<(), AccountError> {
+    pub async fn delete(&self, address: &(impl AsAddress + ?Sized)) -> Result<(), AccountError> {
         let addr = parse_address(address)?;
         if !self
             .store
@@ -197,7 +205,11 @@ impl Accounts {
 
     /// Disables (or re-enables) an account. A disabled account keeps its data but cannot log
     /// in; existing sessions are the caller's to close.
-    pub async fn set_disabled(&self, address: &str, disabled: bool) -> Result<(), AccountError> {
+    pub async fn set_disabled(
+        &self,
+        address: &(impl AsAddress + ?Sized),
+        disabled: bool,
+    ) -> Result<(), AccountError> {
         let addr = parse_address(address)?;
         if !self
             .store
@@ -211,7 +223,11 @@ impl Accounts {
     }
 
     /// Grants or revokes admin rights.
-    pub async fn set_admin(&self, address: &str, is_admin: bool) -> Result<(), AccountError> {
+    pub async fn set_admin(
+        &self,
+        address: &(impl AsAddress + ?Sized),
+        is_admin: bool,
+    ) -> Result<(), AccountError> {
         let addr = parse_address(address)?;
         if !self
             .store
@@ -226,7 +242,10 @@ impl Accounts {
 
     /// Whether the account exists and is enabled (e.g. to accept a message for it). An
     /// invalid address is simply not active.
-    pub async fn is_active(&self, address: &str) -> Result<bool, AccountError> {
+    pub async fn is_active(
+        &self,
+        address: &(impl AsAddress + ?Sized),
+    ) -> Result<bool, AccountError> {
         let Ok(addr) = parse_address(address) else {
             return Ok(false);
         };
@@ -238,7 +257,10 @@ impl Accounts {
     }
 
     /// Whether the admin flag is set on an existing, enabled account.
-    pub async fn is_admin(&self, address: &str) -> Result<bool, AccountError> {
+    pub async fn is_admin(
+        &self,
+        address: &(impl AsAddress + ?Sized),
+    ) -> Result<bool, AccountError> {
         let Ok(addr) = parse_address(address) else {
             return Ok(false);
         };
@@ -255,7 +277,7 @@ impl Accounts {
     /// hash on a blocking thread.
     pub async fn verify_password(
         &self,
-        address: &str,
+        address: &(impl AsAddress + ?Sized),
         password: &str,
     ) -> Result<bool, AccountError> {
         let row = match parse_address(address) {
@@ -282,7 +304,7 @@ impl Accounts {
     /// malformed addresses (the SCRAM server then continues with fake keys).
     pub async fn scram_keys(
         &self,
-        address: &str,
+        address: &(impl AsAddress + ?Sized),
         hash: ScramHash,
     ) -> Result<Option<ScramKeys>, AccountError> {
         let Ok(addr) = parse_address(address) else {
@@ -349,7 +371,11 @@ impl Accounts {
 
     /// Adds an address (need not be a local account) to a group. Returns `false` when it
     /// was already a member.
-    pub async fn group_add_member(&self, name: &str, address: &str) -> Result<bool, AccountError> {
+    pub async fn group_add_member(
+        &self,
+        name: &str,
+        address: &(impl AsAddress + ?Sized),
+    ) -> Result<bool, AccountError> {
         let addr = parse_address(address)?;
         Ok(self.store.group_add_member(name, &addr.to_string()).await?)
     }
@@ -358,7 +384,7 @@ impl Accounts {
     pub async fn group_remove_member(
         &self,
         name: &str,
-        address: &str,
+        address: &(impl AsAddress + ?Sized),
     ) -> Result<bool, AccountError> {
         let addr = parse_address(address)?;
         Ok(self
@@ -368,15 +394,23 @@ impl Accounts {
     }
 
     /// Groups an address belongs to, sorted.
-    pub async fn groups_of(&self, address: &str) -> Result<Vec<String>, AccountError> {
+    pub async fn groups_of(
+        &self,
+        address: &(impl AsAddress + ?Sized),
+    ) -> Result<Vec<String>, AccountError> {
         let addr = parse_address(address)?;
         Ok(self.store.groups_of(&addr.to_string()).await?)
     }
 }
 
-/// Parses an address the way every account operation does (see [`postern_core::Address`]).
-fn parse_address(address: &str) -> Result<Address, AccountError> {
-    Address::parse(address).map_err(|e| AccountError::InvalidAddress(e.input, e.reason))
+/// The address every account operation works on: as given when typed, parsed when text
+/// (see [`postern_core::Address`]).
+fn parse_address(
+    address: &(impl AsAddress + ?Sized),
+) -> Result<std::borrow::Cow<'_, Address>, AccountError> {
+    address
+        .as_address()
+        .map_err(|e| AccountError::InvalidAddress(e.input, e.reason))
 }
 
 fn check_password(password: &str) -> Result<(), AccountError> {

@@ -62,6 +62,30 @@ impl Address {
     }
 }
 
+/// What an API that takes an address accepts: an [`Address`] parsed once upstream (used as
+/// is), or text (parsed here, so a bad one is an [`AddressError`]).
+pub trait AsAddress {
+    fn as_address(&self) -> Result<std::borrow::Cow<'_, Address>, AddressError>;
+}
+
+impl AsAddress for Address {
+    fn as_address(&self) -> Result<std::borrow::Cow<'_, Address>, AddressError> {
+        Ok(std::borrow::Cow::Borrowed(self))
+    }
+}
+
+impl AsAddress for str {
+    fn as_address(&self) -> Result<std::borrow::Cow<'_, Address>, AddressError> {
+        Address::parse(self).map(std::borrow::Cow::Owned)
+    }
+}
+
+impl AsAddress for String {
+    fn as_address(&self) -> Result<std::borrow::Cow<'_, Address>, AddressError> {
+        self.as_str().as_address()
+    }
+}
+
 impl std::fmt::Display for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}@{}", self.localpart, self.domain)

@@ -12,5 +12,5 @@ pub mod config;
 pub mod listen;
 pub mod tls;
 
-pub use address::{Address, AddressError};
+pub use address::{Address, AddressError, AsAddress};
 pub use config::ByteSize;

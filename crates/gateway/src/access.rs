@@ -82,12 +82,12 @@ impl std::str::FromStr for Pattern {
         if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return bad("empty or contains spaces");
         }
-        match s.split_once('@') {
-            Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
-                Ok(Pattern::Address(s.to_lowercase()))
-            }
-            Some(_) => bad("empty local part or domain"),
-            None => Ok(Pattern::Domain(s.to_lowercase())),
+        if !s.contains('@') {
+            return Ok(Pattern::Domain(s.to_lowercase()));
+        }
+        match postern_core::Address::parse(s) {
+            Ok(address) => Ok(Pattern::Address(address.to_string())),
+            Err(e) => bad(e.reason),
         }
     }
 }
