@@ -37,6 +37,19 @@ async fn enable(raw: &mut Raw) -> String {
     attr(&enabled, "id").expect("a resumption id")
 }
 
+/// alice (resource `a`) with resumable SM on, and bob (`b`): alice's stream, its resumption
+/// id, bob's stream.
+async fn alice_with_sm_and_bob(server: &TestServer) -> (Raw, String, Raw) {
+    let mut alice = Raw::login(server, "alice@localhost", "pw", "a")
+        .await
+        .unwrap();
+    let id = enable(&mut alice).await;
+    let bob = Raw::login(server, "bob@localhost", "pw", "b")
+        .await
+        .unwrap();
+    (alice, id, bob)
+}
+
 /// Everything this client sent before has been handled by its session's task: `<r/>` is
 /// answered in order by the task that also handles `<a/>`.
 async fn acked_round_trip(raw: &mut Raw) -> String {
@@ -72,13 +85,7 @@ async fn resume(server: &TestServer, jid: &str, previd: &str, h: u32) -> (Raw, S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_connection_is_resumed_and_each_unacked_message_arrives_exactly_once() {
     let server = server_with(&["alice@localhost", "bob@localhost"], 300).await;
-    let mut alice = Raw::login(&server, "alice@localhost", "pw", "a")
-        .await
-        .unwrap();
-    let id = enable(&mut alice).await;
-    let mut bob = Raw::login(&server, "bob@localhost", "pw", "b")
-        .await
-        .unwrap();
+    let (mut alice, id, mut bob) = alice_with_sm_and_bob(&server).await;
     for body in ["m1", "m2", "m3"] {
         chat(&mut bob, "alice@localhost/a", body).await;
     }
@@ -180,13 +187,7 @@ async fn the_server_asks_for_acks_one_request_at_a_time_and_answers_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_resume_timeout_unacked_messages_are_in_offline_storage() {
     let server = server_with(&["alice@localhost", "bob@localhost"], 1).await;
-    let mut alice = Raw::login(&server, "alice@localhost", "pw", "a")
-        .await
-        .unwrap();
-    let id = enable(&mut alice).await;
-    let mut bob = Raw::login(&server, "bob@localhost", "pw", "b")
-        .await
-        .unwrap();
+    let (mut alice, id, mut bob) = alice_with_sm_and_bob(&server).await;
     chat(&mut bob, "alice@localhost/a", "early").await;
     alice.read_until("early</body>").await.unwrap();
     drop(alice); // never acknowledged
@@ -231,13 +232,7 @@ async fn after_the_resume_timeout_unacked_messages_are_in_offline_storage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_h_ends_the_stream_and_a_forged_resume_h_fails() {
     let server = server_with(&["alice@localhost", "bob@localhost"], 300).await;
-    let mut alice = Raw::login(&server, "alice@localhost", "pw", "a")
-        .await
-        .unwrap();
-    let id = enable(&mut alice).await;
-    let mut bob = Raw::login(&server, "bob@localhost", "pw", "b")
-        .await
-        .unwrap();
+    let (mut alice, id, mut bob) = alice_with_sm_and_bob(&server).await;
     chat(&mut bob, "alice@localhost/a", "one").await;
     alice.read_until("one</body>").await.unwrap();
 

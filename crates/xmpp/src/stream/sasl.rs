@@ -163,14 +163,7 @@ pub(super) async fn negotiate(
         let mut request = None;
         let attempt = match Inbound::decode(el) {
             Inbound::Sasl(Sasl::Auth { mechanism, data }) => {
-                let exchange = Exchange {
-                    server,
-                    domain: &domain,
-                    bindings,
-                    deadline,
-                    profile,
-                    request: None,
-                };
+                let exchange = Exchange::new(server, &domain, bindings, deadline, None);
                 exchange.run(&mut xml, &mechanism, data).await
             }
             Inbound::Sasl(Sasl::Authenticate(el)) => {
@@ -179,14 +172,7 @@ pub(super) async fn negotiate(
                 let data = el
                     .get_child("initial-response", ns::SASL2)
                     .map_or(Ok(Vec::new()), |c| crate::stanza::sasl_data(&c.text()));
-                let exchange = Exchange {
-                    server,
-                    domain: &domain,
-                    bindings,
-                    deadline,
-                    profile,
-                    request: Some(&el),
-                };
+                let exchange = Exchange::new(server, &domain, bindings, deadline, Some(&el));
                 let attempt = exchange.run(&mut xml, &mechanism, data).await;
                 request = Some(el);
                 attempt
@@ -333,7 +319,30 @@ struct Exchange<'a> {
     request: Option<&'a Element>,
 }
 
-impl Exchange<'_> {
+impl<'a> Exchange<'a> {
+    /// SASL framing with no `request`, SASL2 with one (the `<authenticate/>`).
+    fn new(
+        server: &'a Server,
+        domain: &'a str,
+        bindings: &'a ChannelBindings,
+        deadline: Instant,
+        request: Option<&'a Element>,
+    ) -> Self {
+        let profile = if request.is_some() {
+            Profile::Sasl2
+        } else {
+            Profile::Sasl1
+        };
+        Exchange {
+            server,
+            domain,
+            bindings,
+            deadline,
+            profile,
+            request,
+        }
+    }
+
     /// Runs `mechanism` from the client's first message `data`.
     async fn run(&self, xml: &mut Xml, mechanism: &str, data: Result<Vec<u8>, ()>) -> Attempt {
         let Ok(data) = data else {
