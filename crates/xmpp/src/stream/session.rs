@@ -301,17 +301,24 @@ impl NonzaBudget {
     }
 }
 
-/// Writes and empties `ready`; a client that takes none of it for `timeout` fails it.
+/// Writes and empties `ready`; a client that takes none of it for `timeout` fails it. The
+/// timer is only set up for a write that does not complete at once (most do: the socket
+/// buffer has room), so the common path costs no timer per stanza.
 async fn write_all(xml: &mut Xml, ready: &mut Vec<Element>, timeout: Duration) -> Result<(), ()> {
     for el in ready.drain(..) {
-        match tokio::time::timeout(timeout, xml.send(&el)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(()),
-            Err(_) => {
-                tracing::info!("client stopped reading; connection given up");
-                return Err(());
-            }
-        }
+        let mut write = std::pin::pin!(xml.send(&el));
+        let done = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        let result = match done {
+            Poll::Ready(r) => r,
+            Poll::Pending => match tokio::time::timeout(timeout, write).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::info!("client stopped reading; connection given up");
+                    return Err(());
+                }
+            },
+        };
+        result.map_err(|_| ())?;
     }
     Ok(())
 }
