@@ -71,6 +71,22 @@ impl Session {
         self.push(Outbound::Stanza(el))
     }
 
+    /// Like [`Session::send`], handing the element back when it could not be queued.
+    pub fn offer(&self, el: Element) -> Result<(), Element> {
+        let Err(e) = self.tx.try_send(Outbound::Stanza(el)) else {
+            return Ok(());
+        };
+        if matches!(e, mpsc::error::TrySendError::Full(_)) {
+            tracing::warn!(jid = %self.jid, "outbound queue full; closing the session");
+            self.overflow.notify_one();
+        }
+        match e.into_inner() {
+            Outbound::Stanza(el) => Err(el),
+            // Not what was sent; nothing to hand back.
+            Outbound::Replaced => Ok(()),
+        }
+    }
+
     pub fn push(&self, out: Outbound) -> bool {
         match self.tx.try_send(out) {
             Ok(()) => true,

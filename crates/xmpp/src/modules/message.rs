@@ -25,7 +25,10 @@ async fn deliver(ctx: Ctx, dest: Dest, m: Message) -> Option<Message> {
         Dest::Full(full) => {
             if let Some(s) = ctx.server.sessions.get(&full) {
                 // A stuck session (its queue full) does not take it: as if it were gone.
-                if !s.send(m.clone().into()) && m.type_ != MessageType::Error {
+                if let Err(el) = s.offer(m.into())
+                    && let Ok(m) = Message::try_from(el)
+                    && m.type_ != MessageType::Error
+                {
                     to_bare(&ctx, full.to_bare(), m).await;
                 }
                 return None;

@@ -265,6 +265,9 @@ impl Io {
 
     /// Hands what [`Io::unwritten`] holds to the transport.
     fn poll_unwritten(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.unwritten.capacity() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         while !self.unwritten.is_empty() {
             let n = ready!(self.poll_transport_write(cx, None))?;
             if n == 0 {
@@ -272,6 +275,8 @@ impl Io {
             }
             self.unwritten.drain(..n);
         }
+        // Only ever the features: give the buffer back rather than keep it per connection.
+        self.unwritten = Vec::new();
         Poll::Ready(Ok(()))
     }
 

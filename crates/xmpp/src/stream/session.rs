@@ -232,8 +232,8 @@ impl Link {
     /// connection that takes the session over, or `None` when the session ends.
     async fn detached(&mut self, keep: Duration) -> Option<Box<Attach>> {
         let (server, session) = (&self.server, &self.session);
-        let until = tokio::time::sleep(keep);
-        tokio::pin!(until);
+        // Boxed: a detached session's timer stays out of every attached session's task.
+        let mut until = Box::pin(tokio::time::sleep(keep));
         loop {
             tokio::select! {
                 attach = session.attached() => return Some(attach),
@@ -310,7 +310,8 @@ async fn write_all(xml: &mut Xml, ready: &mut Vec<Element>, timeout: Duration) -
         let done = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
         let result = match done {
             Poll::Ready(r) => r,
-            Poll::Pending => match tokio::time::timeout(timeout, write).await {
+            // Boxed: the timer lives only while a write waits, not in every idle session.
+            Poll::Pending => match Box::pin(tokio::time::timeout(timeout, write)).await {
                 Ok(r) => r,
                 Err(_) => {
                     tracing::info!("client stopped reading; connection given up");
