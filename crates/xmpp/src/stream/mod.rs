@@ -52,6 +52,11 @@ pub fn register(r: &mut RouterBuilder) {
 }
 
 /// Serves one client connection from accept to close.
+///
+/// Negotiation runs boxed: its state (TLS handshake, SASL, SASL2 with store queries) is freed
+/// once the session is bound, so an idle session's task holds only the session loop's state
+/// (bench/xmpp idle, quick sizes, against 5a9f38c: RSS per connection 38.9 vs 41.6 KiB;
+/// with it inline 44.7).
 pub async fn handle(
     server: Server,
     tcp: TcpStream,
@@ -59,33 +64,32 @@ pub async fn handle(
     direct_tls: bool,
     shutdown: watch::Receiver<bool>,
 ) {
-    let deadline = Instant::now() + server.config.limits.handshake_timeout;
-    let secured = if direct_tls {
-        match Secured::accept_tls(&server, tcp, deadline).await {
-            Some(s) => s,
-            None => return,
-        }
-    } else {
-        let Some(plain) = Plain::open(&server, tcp, deadline).await else {
-            return;
-        };
-        match plain.starttls(&server, deadline).await {
-            Some(s) => s,
-            None => return,
-        }
-    };
-    let Some(authed) = secured.authenticate(&server, peer, deadline).await else {
+    let Some(bound) = Box::pin(negotiate(&server, tcp, peer, direct_tls)).await else {
         return;
     };
-    let bound = match authed {
-        sasl::Authed::Stream(authenticated) => match authenticated.bind(&server, deadline).await {
-            Some(bound) => bound,
-            None => return,
-        },
-        sasl::Authed::Bound(bound) => bound,
-        sasl::Authed::Handed => return,
-    };
     session::run(server, bound, shutdown).await;
+}
+
+/// TLS, authentication and binding; `None` when the stream ended, or went to an existing
+/// session (resumption).
+async fn negotiate(
+    server: &Server,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+) -> Option<bind::Bound> {
+    let deadline = Instant::now() + server.config.limits.handshake_timeout;
+    let secured = if direct_tls {
+        Secured::accept_tls(server, tcp, deadline).await?
+    } else {
+        let plain = Plain::open(server, tcp, deadline).await?;
+        plain.starttls(server, deadline).await?
+    };
+    match secured.authenticate(server, peer, deadline).await? {
+        sasl::Authed::Stream(authenticated) => authenticated.bind(server, deadline).await,
+        sasl::Authed::Bound(bound) => Some(bound),
+        sasl::Authed::Handed => None,
+    }
 }
 
 /// A stream over plain TCP: the only thing it can do is upgrade to TLS.
