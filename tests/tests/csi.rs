@@ -21,6 +21,18 @@ async fn inactive_holds_presence_and_chat_states_but_not_messages() {
         .await
         .unwrap();
     assert!(features.contains("urn:xmpp:csi:0"), "{features}");
+    // A state sent before binding is ignored (XEP-0352 has no error), not a stream error.
+    let mut raw = raw;
+    raw.send("<inactive xmlns='urn:xmpp:csi:0'/>")
+        .await
+        .unwrap();
+    raw.send(
+        "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>early</resource></bind></iq>",
+    )
+    .await
+    .unwrap();
+    let bound = raw.read_element("iq").await.unwrap();
+    assert!(bound.contains("alice@localhost/early"), "{bound}");
     drop(raw);
 
     let mut alice = Raw::login(&server, "alice@localhost", "pw", "a")

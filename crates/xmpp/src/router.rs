@@ -149,6 +149,8 @@ type PreBindFn = Arc<dyn Fn(&Server, &BareJid, Element) -> PreBind + Send + Sync
 pub enum PreBind {
     /// Write this and go on negotiating (e.g. a `<failed/>`).
     Reply(Element),
+    /// Nothing to say (the protocol defines no answer); go on negotiating.
+    Ignore,
     /// Hand the connection to this existing session (stream resumption); if the session has
     /// ended by the time it would take the connection, write `too_late` instead and go on
     /// negotiating.

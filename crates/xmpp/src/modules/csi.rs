@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use minidom::Element;
 use xmpp_parsers::ns;
 
-use crate::router::{Filtered, NonzaOutcome, RouterBuilder, SessionEvent};
+use crate::router::{Filtered, NonzaOutcome, PreBind, RouterBuilder, SessionEvent};
 use crate::server::Server;
 use crate::sessions::Session;
 
@@ -65,6 +65,11 @@ pub fn register(r: &mut RouterBuilder) {
             NonzaOutcome::Done
         }
     });
+    // Before binding there is no session to be active or inactive, and XEP-0352 defines no
+    // error: such a state is ignored rather than ending the stream.
+    for state in ["active", "inactive"] {
+        r.pre_bind_nonza(CSI, state, |_, _, _| PreBind::Ignore);
+    }
     // XEP-0386: a client may start inactive (a phone reconnecting in the background).
     r.bind2_feature(CSI, CSI, "inactive", {
         let inactive = inactive.clone();

@@ -47,6 +47,7 @@ impl Authenticated {
                         self.xml.send(&reply).await.ok()?;
                         continue;
                     }
+                    Some(PreBind::Ignore) => continue,
                     Some(PreBind::Attach {
                         session,
                         greet,

@@ -79,6 +79,7 @@ pub(super) async fn succeed(
         }
         match server.router.pre_bind_nonza(server, &jid, child.clone()) {
             Some(PreBind::Reply(answer)) => success.payloads.push(answer),
+            Some(PreBind::Ignore) => {}
             Some(PreBind::Attach {
                 session,
                 greet,
