@@ -31,9 +31,7 @@ pub struct Server(Arc<Inner>);
 
 pub struct Inner {
     pub config: XmppConfig,
-    /// Served domains, lowercase; the first is the default.
-    pub domains: Vec<String>,
-    /// The domains and their sub-services.
+    /// The served domains (lowercase; the first is the default) and their sub-services.
     pub hosts: Hosts,
     pub store: Store,
     pub accounts: Accounts,
@@ -66,15 +64,11 @@ impl Server {
         crate::modules::register_all(&mut builder);
         let router = builder.build()?;
         let tls = Tls::new(identities)?;
-        let hosts = Hosts::new(domains.clone(), router.offers().services().to_vec());
+        let hosts = Hosts::new(domains, router.offers().services().to_vec());
         Ok(Server(Arc::new(Inner {
             connection_rate: ConnectionRate::new(&config.limits),
             auth_throttle: AuthThrottle::new(&config.limits),
             connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
-            domains: domains
-                .into_iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect(),
             hosts,
             config,
             store,

@@ -68,35 +68,30 @@ impl std::fmt::Debug for Attach {
 impl Session {
     /// Queues a stanza for this session; false when it could not be queued.
     pub fn send(&self, el: Element) -> bool {
-        self.push(Outbound::Stanza(el))
+        self.offer(el).is_ok()
     }
 
     /// Like [`Session::send`], handing the element back when it could not be queued.
     pub fn offer(&self, el: Element) -> Result<(), Element> {
-        let Err(e) = self.tx.try_send(Outbound::Stanza(el)) else {
-            return Ok(());
-        };
-        if matches!(e, mpsc::error::TrySendError::Full(_)) {
-            tracing::warn!(jid = %self.jid, "outbound queue full; closing the session");
-            self.overflow.notify_one();
-        }
-        match e.into_inner() {
-            Outbound::Stanza(el) => Err(el),
-            // Not what was sent; nothing to hand back.
-            Outbound::Replaced => Ok(()),
+        match self.try_push(Outbound::Stanza(el)) {
+            Err(Outbound::Stanza(el)) => Err(el),
+            Ok(()) | Err(Outbound::Replaced) => Ok(()),
         }
     }
 
     pub fn push(&self, out: Outbound) -> bool {
-        match self.tx.try_send(out) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        self.try_push(out).is_ok()
+    }
+
+    /// Queues `out`, or hands it back; a full queue also marks the session stuck.
+    fn try_push(&self, out: Outbound) -> Result<(), Outbound> {
+        self.tx.try_send(out).map_err(|e| {
+            if matches!(e, mpsc::error::TrySendError::Full(_)) {
                 tracing::warn!(jid = %self.jid, "outbound queue full; closing the session");
                 self.overflow.notify_one();
-                false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+            e.into_inner()
+        })
     }
 
     /// Stanzas read from this session's client so far, wrapping at 2^32 (as XEP-0198's `h`).
@@ -108,11 +103,12 @@ impl Session {
         self.received.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Hands this session to a new connection (a connection that was already waiting to take
-    /// it over is dropped); gives it back when the session has ended meanwhile.
+    /// Hands this session to a new connection; gives it back when the session has ended
+    /// meanwhile, or another connection is already waiting to take it over (that one keeps
+    /// its place, the new one is answered by the caller).
     pub fn attach(&self, attach: Box<Attach>) -> Result<(), Box<Attach>> {
         let mut slot = self.slot();
-        if matches!(*slot, Slot::Ended) {
+        if matches!(*slot, Slot::Ended | Slot::Waiting(_)) {
             return Err(attach);
         }
         *slot = Slot::Waiting(attach);

@@ -97,23 +97,19 @@ impl Inbound {
         if ns == ns::TLS && el.name() == "starttls" {
             return Inbound::StartTls;
         }
-        if ns == ns::SASL {
+        // RFC 6120 SASL and XEP-0388 SASL2 share `<response/>` and `<abort/>`.
+        if ns == ns::SASL || ns == ns::SASL2 {
             match el.name() {
-                "auth" => {
+                "auth" if ns == ns::SASL => {
                     let mechanism = el.attr("mechanism").unwrap_or_default().to_owned();
                     return Inbound::Sasl(Sasl::Auth {
                         mechanism,
                         data: sasl_data(&el.text()),
                     });
                 }
-                "response" => return Inbound::Sasl(Sasl::Response(sasl_data(&el.text()))),
-                "abort" => return Inbound::Sasl(Sasl::Abort),
-                _ => {}
-            }
-        }
-        if ns == ns::SASL2 {
-            match el.name() {
-                "authenticate" => return Inbound::Sasl(Sasl::Authenticate(Box::new(el))),
+                "authenticate" if ns == ns::SASL2 => {
+                    return Inbound::Sasl(Sasl::Authenticate(Box::new(el)));
+                }
                 "response" => return Inbound::Sasl(Sasl::Response(sasl_data(&el.text()))),
                 "abort" => return Inbound::Sasl(Sasl::Abort),
                 _ => {}

@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use minidom::Element;
-use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::ns;
@@ -139,11 +138,11 @@ pub fn register(r: &mut RouterBuilder) {
         let answer = session
             .ext
             .with(|s: &mut State| s.enabled.then(|| Element::from(A::new(s.handled(session)))));
-        release(answer.unwrap_or_else(|| failed(DefinedCondition::UnexpectedRequest, None)))
+        release(answer.unwrap_or_else(|| failed(DefinedCondition::UnexpectedRequest)))
     });
     r.nonza(ns::SM, "a", |_, session, el| {
         let Ok(a) = A::try_from(el) else {
-            return release(failed(DefinedCondition::BadRequest, None));
+            return release(failed(DefinedCondition::BadRequest));
         };
         let verdict = session.ext.with(|s: &mut State| {
             if !s.enabled {
@@ -167,7 +166,7 @@ pub fn register(r: &mut RouterBuilder) {
         match verdict {
             Ok(false) => NonzaOutcome::Done,
             Ok(true) => release(R.into()),
-            Err(None) => release(failed(DefinedCondition::UnexpectedRequest, None)),
+            Err(None) => release(failed(DefinedCondition::UnexpectedRequest)),
             Err(Some(too_high)) => {
                 tracing::warn!(jid = %session.jid, h = too_high.h, sent = too_high.send_count, "client acknowledged more than was sent");
                 NonzaOutcome::Close(too_high.into())
@@ -176,10 +175,10 @@ pub fn register(r: &mut RouterBuilder) {
     });
     // Resumption is an alternative to binding, never done on a bound stream.
     r.nonza(ns::SM, "resume", |_, _, _| {
-        release(failed(DefinedCondition::UnexpectedRequest, None))
+        release(failed(DefinedCondition::UnexpectedRequest))
     });
     r.pre_bind_nonza(ns::SM, "enable", |_, _, _| {
-        PreBind::Reply(failed(DefinedCondition::UnexpectedRequest, None))
+        PreBind::Reply(failed(DefinedCondition::UnexpectedRequest))
     });
     r.pre_bind_nonza(ns::SM, "resume", {
         let reg = reg.clone();
@@ -214,9 +213,9 @@ fn release(el: Element) -> NonzaOutcome {
     }
 }
 
-fn failed(condition: DefinedCondition, h: Option<u32>) -> Element {
+fn failed(condition: DefinedCondition) -> Element {
     Failed {
-        h,
+        h: None,
         error: Some(condition),
     }
     .into()
@@ -254,7 +253,7 @@ fn keep_sent(server: &Server, session: &Arc<Session>, el: Element) -> Filtered {
 /// `<enabled/>`, or `<failed/>` for a second or malformed `<enable/>`.
 fn enable(server: &Server, reg: &Registry, session: &Arc<Session>, el: Element) -> Element {
     let Ok(enable) = Enable::try_from(el) else {
-        return failed(DefinedCondition::BadRequest, None);
+        return failed(DefinedCondition::BadRequest);
     };
     let limit = server.config.sm.resume_timeout;
     let keep = match enable.max {
@@ -276,23 +275,22 @@ fn enable(server: &Server, reg: &Registry, session: &Arc<Session>, el: Element) 
         true
     });
     if !fresh {
-        return failed(DefinedCondition::UnexpectedRequest, None);
+        return failed(DefinedCondition::UnexpectedRequest);
     }
     reg.enabled.fetch_add(1, Ordering::Relaxed);
     if let Some(id) = &id {
         reg.resumable.insert(id.clone(), session.clone());
     }
+    // Resumable exactly when there is an id; `max` says for how long.
     let enabled = Enabled {
+        resume: id.is_some(),
+        max: id
+            .as_ref()
+            .map(|_| u32::try_from(keep.as_secs()).unwrap_or(u32::MAX)),
         id: id.map(StreamId),
         location: None,
-        max: id_max(enable.resume, keep),
-        resume: enable.resume && !keep.is_zero(),
     };
     enabled.into()
-}
-
-fn id_max(resume: bool, keep: Duration) -> Option<u32> {
-    resume.then(|| u32::try_from(keep.as_secs()).unwrap_or(u32::MAX))
 }
 
 fn resumption_id() -> String {
@@ -304,16 +302,16 @@ fn resumption_id() -> String {
 /// `<resume/>` instead of binding: hand the connection to the session it names.
 fn resume(reg: &Registry, account: &BareJid, el: Element) -> PreBind {
     let Ok(req) = Resume::try_from(el) else {
-        return PreBind::Reply(failed(DefinedCondition::BadRequest, None));
+        return PreBind::Reply(failed(DefinedCondition::BadRequest));
     };
     let previd = req.previd.0.clone();
     let session = match reg.resumable.get(&previd) {
         Some(s) if &s.jid.to_bare() == account => s.clone(),
         Some(s) => {
             tracing::warn!(%account, owner = %s.jid, "attempt to resume another account's session");
-            return PreBind::Reply(failed(DefinedCondition::ItemNotFound, None));
+            return PreBind::Reply(failed(DefinedCondition::ItemNotFound));
         }
-        None => return PreBind::Reply(failed(DefinedCondition::ItemNotFound, None)),
+        None => return PreBind::Reply(failed(DefinedCondition::ItemNotFound)),
     };
     let check = session.ext.with(|s: &mut State| {
         if !s.plausible(req.h) {
@@ -324,7 +322,7 @@ fn resume(reg: &Registry, account: &BareJid, el: Element) -> PreBind {
     });
     if let Err(sent) = check {
         tracing::warn!(jid = %session.jid, h = req.h, sent, "resume acknowledges more than was sent");
-        let mut el = failed(DefinedCondition::UndefinedCondition, None);
+        let mut el = failed(DefinedCondition::UndefinedCondition);
         el.append_child(
             HandledCountTooHigh {
                 h: req.h,
@@ -337,7 +335,7 @@ fn resume(reg: &Registry, account: &BareJid, el: Element) -> PreBind {
     let h = req.h;
     PreBind::Attach {
         session,
-        too_late: failed(DefinedCondition::ItemNotFound, None),
+        too_late: failed(DefinedCondition::ItemNotFound),
         greet: Box::new(move |session| {
             session.ext.with(|s: &mut State| {
                 if s.plausible(h) {
@@ -398,10 +396,7 @@ async fn store_unacked(server: &Server, session: &Arc<Session>, unacked: VecDequ
             if !super::offline::store(server, &owner, m).await {
                 bounce(server, &el, StanzaFault::service_unavailable());
             }
-        } else if el.is("iq", ns::JABBER_CLIENT)
-            && matches!(el.attr("type"), Some("get" | "set"))
-            && Iq::try_from(el.clone()).is_ok()
-        {
+        } else if el.is("iq", ns::JABBER_CLIENT) && matches!(el.attr("type"), Some("get" | "set")) {
             bounce(server, &el, StanzaFault::service_unavailable());
         }
     }

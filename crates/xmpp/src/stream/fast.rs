@@ -54,39 +54,28 @@ pub fn agent(request: &Element) -> Option<&str> {
         .filter(|id| !id.is_empty() && id.len() <= MAX_AGENT)
 }
 
-/// An HT-SHA-256-NONE login: `data` is `authcid NUL proof`; `Ok(Some(server proof))` when a
+/// An HT-SHA-256-NONE login of `account` with `proof`; `Ok(Some(server proof))` when a
 /// token of that device matches. A request without `<fast/>` or without a device id fails.
 pub async fn login(
     server: &Server,
     request: &Element,
-    account: Option<&BareJid>,
-    data: &[u8],
+    account: &BareJid,
+    proof: &[u8],
 ) -> Result<Option<Vec<u8>>, postern_accounts::AccountError> {
-    let (Some(fast), Some(agent), Some(account)) =
-        (request.get_child("fast", ns::FAST), agent(request), account)
-    else {
-        return Ok(None);
-    };
-    let Some(nul) = data.iter().position(|b| *b == 0) else {
+    let (Some(fast), Some(agent)) = (request.get_child("fast", ns::FAST), agent(request)) else {
         return Ok(None);
     };
     let invalidate = matches!(fast.attr("invalidate"), Some("true" | "1"));
     server
         .accounts
-        .fast_verify(
-            account.as_str(),
-            agent,
-            HT_SHA_256_NONE,
-            &data[nul + 1..],
-            invalidate,
-        )
+        .fast_verify(account.as_str(), agent, HT_SHA_256_NONE, proof, invalidate)
         .await
 }
 
-/// The authcid of an HT initial response.
-pub fn authcid(data: &[u8]) -> Option<&str> {
+/// An HT initial response, `authcid NUL proof`, split.
+pub fn split(data: &[u8]) -> Option<(&str, &[u8])> {
     let nul = data.iter().position(|b| *b == 0)?;
-    std::str::from_utf8(&data[..nul]).ok()
+    Some((std::str::from_utf8(&data[..nul]).ok()?, &data[nul + 1..]))
 }
 
 /// `<token/>` for `<success/>`, when the request asked for one (and names its device).

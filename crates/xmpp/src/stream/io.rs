@@ -294,9 +294,7 @@ impl Io {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
+use super::header::find;
 
 impl AsyncWrite for Io {
     fn poll_write(

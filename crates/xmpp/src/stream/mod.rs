@@ -226,7 +226,8 @@ const STREAMS_ERR: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 async fn refuse_header(server: &Server, mut io: Io, condition: DefinedCondition, text: &str) {
     use tokio::io::AsyncWriteExt;
     let from = server
-        .domains
+        .hosts
+        .domains()
         .first()
         .map_or(String::new(), |d| format!(" from='{d}'"));
     let error = minidom::Element::from(stream_error(condition, text));
@@ -263,7 +264,7 @@ async fn open_accepted(
     let header = accepted.take_header();
     let domain = match header.to.as_deref() {
         Some(to) => to.to_ascii_lowercase(),
-        None => server.domains.first()?.clone(),
+        None => server.hosts.domains().first()?.clone(),
     };
     let id = stream_id();
     let reply = StreamHeader {

@@ -40,21 +40,13 @@ pub(super) enum Authed {
     Handed,
 }
 
-/// Which SASL framing an exchange uses.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Profile {
-    /// RFC 6120 `<auth/>`, then a stream restart.
-    Sasl1,
-    /// XEP-0388 `<authenticate/>`, no restart.
-    Sasl2,
-}
-
-impl Profile {
-    fn ns(self) -> &'static str {
-        match self {
-            Profile::Sasl1 => ns::SASL,
-            Profile::Sasl2 => ns::SASL2,
-        }
+/// The namespace of an exchange's framing: XEP-0388 SASL2 when the client sent an
+/// `<authenticate/>` (no restart after it), RFC 6120 SASL otherwise.
+fn framing(request: Option<&Element>) -> &'static str {
+    if request.is_some() {
+        ns::SASL2
+    } else {
+        ns::SASL
     }
 }
 
@@ -159,7 +151,6 @@ pub(super) async fn negotiate(
             Ok(el) => el,
             Err(e) => return close(xml, e).await,
         };
-        let mut profile = Profile::Sasl1;
         let mut request = None;
         let attempt = match Inbound::decode(el) {
             Inbound::Sasl(Sasl::Auth { mechanism, data }) => {
@@ -167,7 +158,6 @@ pub(super) async fn negotiate(
                 exchange.run(&mut xml, &mechanism, data).await
             }
             Inbound::Sasl(Sasl::Authenticate(el)) => {
-                profile = Profile::Sasl2;
                 let mechanism = el.attr("mechanism").unwrap_or_default().to_owned();
                 let data = el
                     .get_child("initial-response", ns::SASL2)
@@ -223,7 +213,7 @@ pub(super) async fn negotiate(
                     );
                     tokio::time::sleep(delay).await;
                 }
-                let failure = Element::builder("failure", profile.ns())
+                let failure = Element::builder("failure", framing(request.as_deref()))
                     .append(Element::bare(condition, ns::SASL))
                     .build();
                 xml.send(&failure).await.ok()?;
@@ -314,7 +304,6 @@ struct Exchange<'a> {
     domain: &'a str,
     bindings: &'a ChannelBindings,
     deadline: Instant,
-    profile: Profile,
     /// The SASL2 `<authenticate/>`, which FAST needs (device id, `<fast/>`).
     request: Option<&'a Element>,
 }
@@ -328,17 +317,11 @@ impl<'a> Exchange<'a> {
         deadline: Instant,
         request: Option<&'a Element>,
     ) -> Self {
-        let profile = if request.is_some() {
-            Profile::Sasl2
-        } else {
-            Profile::Sasl1
-        };
         Exchange {
             server,
             domain,
             bindings,
             deadline,
-            profile,
             request,
         }
     }
@@ -364,109 +347,82 @@ impl<'a> Exchange<'a> {
     }
 
     async fn scram(&self, xml: &mut Xml, hash: ScramHash, plus: bool, first: &[u8]) -> Attempt {
-        let (server, domain, bindings) = (self.server, self.domain, self.bindings);
-        scram(
-            server,
-            xml,
-            domain,
-            hash,
-            plus,
-            bindings,
-            first,
-            self.deadline,
-            self.profile,
-        )
-        .await
+        let (server, domain, bindings, deadline) =
+            (self.server, self.domain, self.bindings, self.deadline);
+        let mut exchange = ScramServer::new(hash, plus, bindings.any(), bindings.clone());
+        let client_first = exchange
+            .client_first(first)
+            .map_err(|e| fail(e.sasl_condition()))?;
+        let jid = address(&client_first.username, domain);
+        let account = jid.as_ref().map(|j| j.to_string());
+        let keys = match &jid {
+            Some(j) => server
+                .accounts
+                .scram_keys(j.as_str(), hash)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "credential lookup failed");
+                    fail("temporary-auth-failure")
+                })?,
+            None => None,
+        };
+        let challenge = exchange.server_first(keys);
+        let el = Element::builder("challenge", framing(self.request))
+            .append(B64.encode(challenge))
+            .build();
+        xml.send(&el).await.map_err(|_| Failure::Close(None))?;
+        let response = negotiation_read(xml, deadline)
+            .await
+            .map_err(Failure::Close)?;
+        let data = match Inbound::decode(response) {
+            Inbound::Sasl(Sasl::Response(Ok(d))) => d,
+            Inbound::Sasl(Sasl::Response(Err(()))) => return Err(fail("incorrect-encoding")),
+            Inbound::Sasl(Sasl::Abort) => return Err(fail("aborted")),
+            _ => {
+                return Err(Failure::Close(Some(stream_error(
+                    DefinedCondition::NotAuthorized,
+                    "Expected a SASL response",
+                ))));
+            }
+        };
+        match (exchange.client_final(&data), jid) {
+            (Ok(server_final), Some(jid)) if authzid_ok(client_first.authzid.as_deref(), &jid) => {
+                Ok((jid, Some(server_final)))
+            }
+            (Ok(_), Some(_)) => Err(Failure::Sasl {
+                condition: "invalid-authzid",
+                account,
+            }),
+            (Err(e), _) => Err(Failure::Sasl {
+                condition: e.sasl_condition(),
+                account,
+            }),
+            (Ok(_), None) => Err(Failure::Sasl {
+                condition: "not-authorized",
+                account,
+            }),
+        }
     }
 }
 
 /// An XEP-0484 token login (SASL2 only).
 async fn fast(server: &Server, domain: &str, request: &Element, data: &[u8]) -> Attempt {
-    let Some(authcid) = super::fast::authcid(data) else {
+    let Some((authcid, proof)) = super::fast::split(data) else {
         return Err(fail("malformed-request"));
     };
-    let jid = address(authcid, domain);
-    let account = jid.as_ref().map(|j| j.to_string());
-    match super::fast::login(server, request, jid.as_ref(), data).await {
-        Ok(Some(server_proof)) => match jid {
-            Some(jid) => Ok((jid, Some(server_proof))),
-            None => Err(fail("not-authorized")),
-        },
+    let Some(jid) = address(authcid, domain) else {
+        return Err(fail("not-authorized"));
+    };
+    match super::fast::login(server, request, &jid, proof).await {
+        Ok(Some(server_proof)) => Ok((jid, Some(server_proof))),
         Ok(None) => Err(Failure::Sasl {
             condition: "not-authorized",
-            account,
+            account: Some(jid.to_string()),
         }),
         Err(e) => {
             tracing::error!(error = %e, "FAST token check failed");
             Err(fail("temporary-auth-failure"))
         }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn scram(
-    server: &Server,
-    xml: &mut Xml,
-    domain: &str,
-    hash: ScramHash,
-    plus: bool,
-    bindings: &ChannelBindings,
-    first: &[u8],
-    deadline: Instant,
-    profile: Profile,
-) -> Attempt {
-    let mut exchange = ScramServer::new(hash, plus, bindings.any(), bindings.clone());
-    let client_first = exchange
-        .client_first(first)
-        .map_err(|e| fail(e.sasl_condition()))?;
-    let jid = address(&client_first.username, domain);
-    let account = jid.as_ref().map(|j| j.to_string());
-    let keys = match &jid {
-        Some(j) => server
-            .accounts
-            .scram_keys(j.as_str(), hash)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "credential lookup failed");
-                fail("temporary-auth-failure")
-            })?,
-        None => None,
-    };
-    let challenge = exchange.server_first(keys);
-    let el = Element::builder("challenge", profile.ns())
-        .append(B64.encode(challenge))
-        .build();
-    xml.send(&el).await.map_err(|_| Failure::Close(None))?;
-    let response = negotiation_read(xml, deadline)
-        .await
-        .map_err(Failure::Close)?;
-    let data = match Inbound::decode(response) {
-        Inbound::Sasl(Sasl::Response(Ok(d))) => d,
-        Inbound::Sasl(Sasl::Response(Err(()))) => return Err(fail("incorrect-encoding")),
-        Inbound::Sasl(Sasl::Abort) => return Err(fail("aborted")),
-        _ => {
-            return Err(Failure::Close(Some(stream_error(
-                DefinedCondition::NotAuthorized,
-                "Expected a SASL response",
-            ))));
-        }
-    };
-    match (exchange.client_final(&data), jid) {
-        (Ok(server_final), Some(jid)) if authzid_ok(client_first.authzid.as_deref(), &jid) => {
-            Ok((jid, Some(server_final)))
-        }
-        (Ok(_), Some(_)) => Err(Failure::Sasl {
-            condition: "invalid-authzid",
-            account,
-        }),
-        (Err(e), _) => Err(Failure::Sasl {
-            condition: e.sasl_condition(),
-            account,
-        }),
-        (Ok(_), None) => Err(Failure::Sasl {
-            condition: "not-authorized",
-            account,
-        }),
     }
 }
 

@@ -138,10 +138,10 @@ pub(super) async fn succeed(
     }
     success.authorization_identifier = Jid::from(full.clone());
     success.payloads.push(bound);
-    if xml.send(&Element::from(success)).await.is_err() {
-        server.sessions.unbind(&session);
-        return None;
-    }
+    // The Bind2 features already ran on the session: even if this write fails, the session
+    // goes on to its task, which finds the connection lost and ends it properly (SM kept,
+    // counters released, `Closed` fired).
+    let _ = xml.send(&Element::from(success)).await;
     tracing::info!(jid = %full, "bound (Bind2)");
     Some(Authed::Bound(Bound { xml, session, rx }))
 }

@@ -379,8 +379,9 @@ impl Routing {
     /// to another task. One that must wait is moved, in progress, to the task.
     async fn route(&mut self, stanza: Stanza) {
         let ctx = self.ctx.clone();
+        let server = ctx.server.clone();
         let mut routing: RouteFuture =
-            Box::pin(async move { ctx.server.router.route(ctx.clone(), stanza).await });
+            Box::pin(async move { server.router.route(ctx, stanza).await });
         let idle = self
             .task
             .as_ref()
