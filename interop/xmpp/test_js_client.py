@@ -2,9 +2,10 @@
 interop/js/package.json), against the real binary: login with SASL2 + Bind2 (xmpp.js prefers
 them when offered), carbons between two resources, and XEP-0198 resumption by xmpp.js's own
 reconnect logic after its TCP connection is destroyed, and XEP-0484 FAST: the token xmpp.js
-asked for at its first login is what it logs in with after a reconnect.
+asked for at its first login is what it logs in with after a reconnect; and XEP-0313 history
+paged through with xmpp.js's IQ caller.
 
-The script (interop/js/sm_carbons.mjs) only reports what it saw; the assertions are here."""
+The scripts (interop/js/*.mjs) only report what they saw; the assertions are here."""
 
 from __future__ import annotations
 
@@ -56,3 +57,18 @@ def test_xmppjs_carbons_and_stream_resumption(server):
     # FAST: a token was issued at the password login and used after the reconnect.
     assert seen["js2Token"], seen
     assert seen["js2Mechanisms"][:2] == ["SCRAM-SHA-1", "HT-SHA-256-NONE"], seen
+
+
+def test_xmppjs_pages_through_the_archive(server):
+    seen = run_js(server, "mam.mjs")
+    assert "error" not in seen, (seen.get("error"), seen["events"])
+    bodies = [f"js {i}" for i in range(30)]
+    assert [r["body"] for r in seen["forwards"]] == bodies, seen["forwards"]
+    assert seen["backwards"] == seen["forwards"], seen["backwards"]
+    # Pages of 12, 12, 6: only the last one is complete, in either direction.
+    for direction in ("forwards", "backwards"):
+        pages = [(p["size"], p["complete"]) for p in seen["pages"] if p["dir"] == direction]
+        assert pages == [(12, False), (12, False), (6, True)], (direction, seen["pages"])
+    # The stanza-id xmpp.js saw on each live message is its archive id.
+    assert {r["body"]: r["id"] for r in seen["forwards"]} == seen["live"], seen["live"]
+    assert seen["withBob"] == 30 and seen["withNobody"] == 0, seen

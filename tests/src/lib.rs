@@ -104,15 +104,7 @@ impl TestServer {
     }
 
     pub fn tls_config(&self, domain: &str) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.certificate(domain)).expect("add root");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
+        trusting(self.certificate(domain))
     }
 
     /// A tokio-xmpp client that logs in over STARTTLS (channel binding as the TLS offers).
@@ -291,6 +283,19 @@ pub fn has(xml: &str, name: &str) -> bool {
         .any(|(i, _)| matches!(xml[i + open.len()..].chars().next(), Some('/' | '>' | ' ')))
 }
 
+/// A TLS client configuration trusting only `cert` (a test server's generated certificate).
+pub fn trusting(cert: CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).expect("add root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
 pub fn bare(s: &str) -> BareJid {
     s.parse().expect("bare jid")
 }
@@ -323,8 +328,12 @@ enum RawStream {
 
 impl Raw {
     pub async fn connect(addr: SocketAddr) -> anyhow::Result<Raw> {
+        let tcp = TcpStream::connect(addr).await?;
+        // A stanza and the ping after it leave at once, as a real client's would (no Nagle
+        // wait for the server's delayed ACK).
+        tcp.set_nodelay(true)?;
         Ok(Raw {
-            stream: RawStream::Plain(TcpStream::connect(addr).await?),
+            stream: RawStream::Plain(tcp),
             buffer: String::new(),
         })
     }
@@ -601,14 +610,27 @@ impl Raw {
 
     /// STARTTLS, PLAIN, restart and bind `resource` on an already connected `raw`.
     pub async fn login_on(
-        mut raw: Raw,
+        raw: Raw,
         server: &TestServer,
         jid: &str,
         password: &str,
         resource: &str,
     ) -> anyhow::Result<Raw> {
         let domain = jid.split('@').nth(1).context("address")?;
-        raw.starttls(domain, server.tls_config(domain)).await?;
+        Raw::login_trusting(raw, server.tls_config(domain), jid, password, resource).await
+    }
+
+    /// Like [`Raw::login_on`], for a server known only by its address and certificate (the
+    /// real binary in another process).
+    pub async fn login_trusting(
+        mut raw: Raw,
+        tls: Arc<rustls::ClientConfig>,
+        jid: &str,
+        password: &str,
+        resource: &str,
+    ) -> anyhow::Result<Raw> {
+        let domain = jid.split('@').nth(1).context("address")?;
+        raw.starttls(domain, tls).await?;
         raw.open(domain).await?;
         raw.read_until("</stream:features>").await?;
         let answer = raw.plain(jid, password).await?;

@@ -48,6 +48,10 @@ enum Command {
     /// Manage the OpenPGP gateway's keys.
     #[command(subcommand)]
     Pgp(cli::pgp::PgpCmd),
+    /// Read the chat log (search, conversations, export), its audit trail, retention purges
+    /// and legal holds.
+    #[command(subcommand)]
+    Logs(cli::logs::LogsCmd),
     /// List, release or delete mail held by the gateway.
     #[command(subcommand)]
     Quarantine(cli::quarantine::QuarantineCmd),
@@ -79,6 +83,13 @@ enum AccountCmd {
     Disable { address: String },
     /// Allow logins again.
     Enable { address: String },
+    /// Give an account admin rights (it may read other accounts' archives over XMPP, each
+    /// read recorded in `postern logs audit`), or take them away with `--revoke`.
+    Admin {
+        address: String,
+        #[arg(long)]
+        revoke: bool,
+    },
 }
 
 /// Stack of every runtime thread (async workers and the blocking pool), chosen on purpose
@@ -128,6 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Account(cmd) => account(&config, cmd).await,
             Command::Group(cmd) => cli::group::run(&config, cmd).await,
             Command::Pgp(cmd) => cli::pgp::run(&config, cmd).await,
+            Command::Logs(cmd) => cli::logs::run(&config, cmd).await,
             Command::Quarantine(cmd) => cli::quarantine::run(&config, cmd).await,
             Command::Rules(cmd) => cli::rules::run(&config, cmd).await,
         }
@@ -248,6 +260,15 @@ async fn account(config: &Config, cmd: AccountCmd) -> anyhow::Result<()> {
             let address = served(&address)?;
             accounts.set_disabled(&address, false).await?;
             println!("enabled {address}");
+        }
+        AccountCmd::Admin { address, revoke } => {
+            let address = served(&address)?;
+            accounts.set_admin(&address, !revoke).await?;
+            if revoke {
+                println!("{address} is no longer an admin");
+            } else {
+                println!("{address} is an admin");
+            }
         }
     }
     Ok(())

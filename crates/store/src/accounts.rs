@@ -152,7 +152,7 @@ impl Store {
                 .bind(B64.encode(&s.stored_key))
                 .bind(B64.encode(&s.server_key));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = q.bind(localpart).bind(domain).execute(&mut *tx).await?;
         // A new password revokes every FAST token (XEP-0484 §8).
         crate::fast::delete_owner_data(&mut tx, &format!("{localpart}@{domain}")).await?;
@@ -189,7 +189,7 @@ impl Store {
     /// half-deleted account never exists. Returns `false` when there was no such account.
     pub async fn account_delete(&self, localpart: &str, domain: &str) -> Result<bool, StoreError> {
         let address = format!("{localpart}@{domain}");
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM accounts WHERE localpart = $1 AND domain = $2")
             .bind(localpart)
             .bind(domain)

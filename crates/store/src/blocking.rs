@@ -61,7 +61,7 @@ impl Store {
         owner: &str,
         jids: &[String],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for jid in jids {
             sqlx::query(sql)
                 .bind(owner)

@@ -19,7 +19,7 @@ impl Store {
 
     /// Deletes a group and its memberships. Returns `false` when there was no such group.
     pub async fn group_delete(&self, name: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM group_members WHERE group_name = $1")
             .bind(name)
             .execute(&mut *tx)

@@ -41,7 +41,7 @@ pub struct PgpCertRow {
 impl Store {
     /// Inserts or replaces a certificate and its address list in one transaction.
     pub async fn pgp_cert_put(&self, row: &PgpCertRow) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO pgp_certs (fingerprint, public_cert, sealed_secret, local, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6) \
@@ -138,7 +138,7 @@ impl Store {
 
     /// Deletes a certificate and its addresses. Returns `false` when there was none.
     pub async fn pgp_cert_delete(&self, fingerprint: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM pgp_cert_addresses WHERE fingerprint = $1")
             .bind(fingerprint)
             .execute(&mut *tx)

@@ -136,7 +136,7 @@ impl Store {
 
     /// Adds or replaces a roster item and returns the owner's new roster version.
     pub async fn roster_put(&self, owner: &str, item: &RosterItem) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let version = bump_version(&mut tx, owner).await?;
         sqlx::query(
             "INSERT INTO roster (owner, contact, name, subscription, ask) \
@@ -178,7 +178,7 @@ impl Store {
         owner: &str,
         contact: &str,
     ) -> Result<Option<i64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM roster_groups WHERE owner = $1 AND contact = $2")
             .bind(owner)
             .bind(contact)
@@ -259,7 +259,7 @@ impl Store {
     /// Deletes the owner's roster, pending requests and offline messages (the account is
     /// being deleted). The roster version counter is kept; see the module docs.
     pub async fn roster_delete_owner(&self, owner: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         delete_owner_data(&mut tx, owner).await?;
         tx.commit().await?;
         Ok(())

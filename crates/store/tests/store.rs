@@ -780,3 +780,326 @@ async fn fast_tokens_expire_rotate_and_go_with_a_new_password_or_the_account() {
     })
     .await;
 }
+
+fn archived(
+    n: usize,
+    from: &str,
+    to: &str,
+    body: &str,
+    stamp_us: i64,
+) -> postern_store::NewArchived {
+    let bare = |j: &str| j.split('/').next().unwrap_or(j).to_owned();
+    let resource = |j: &str| {
+        j.split_once('/')
+            .map(|(_, r)| r.to_owned())
+            .unwrap_or_default()
+    };
+    postern_store::NewArchived {
+        uid: format!("u{n}-{}", unique()),
+        stamp_us,
+        sender: bare(from),
+        sender_resource: resource(from),
+        recipient: bare(to),
+        recipient_resource: resource(to),
+        kind: "chat".into(),
+        body: body.into(),
+        xml: format!("<message><body>{body}</body></message>"),
+        parties: vec![
+            postern_store::Party {
+                owner: bare(from),
+                peer: bare(to),
+                visible: true,
+            },
+            postern_store::Party {
+                owner: bare(to),
+                peer: bare(from),
+                visible: !body.contains("hidden"),
+            },
+        ],
+    }
+}
+
+#[tokio::test]
+async fn archive_pages_filters_and_searches_alike_on_both_databases() {
+    use postern_store::{ArchiveFilter, Page, Selection, With};
+    on_each_backend(|store, s| async move {
+        let (alice, bob, carol) = (
+            format!("alice@{s}.test"),
+            format!("bob@{s}.test"),
+            format!("carol@{s}.test"),
+        );
+        let mut batch = Vec::new();
+        for i in 0..30 {
+            let (from, to) = if i % 2 == 0 {
+                (format!("{alice}/phone"), bob.clone())
+            } else {
+                (format!("{bob}/desk"), alice.clone())
+            };
+            batch.push(archived(
+                i,
+                &from,
+                &to,
+                &format!("message {i} about Lunch-plans"),
+                1_000 + i as i64,
+            ));
+        }
+        batch.push(archived(
+            30,
+            &format!("{carol}/x"),
+            &alice,
+            "hidden from alice, Café",
+            2_000,
+        ));
+        store.archive_insert(&batch).await.expect("insert");
+        let own = Selection::Own(alice.clone());
+        let all = ArchiveFilter::default();
+
+        // Forward paging: 10, 10, 10 (the last one complete), oldest first.
+        let page = |backwards| Page {
+            limit: 10,
+            backwards,
+        };
+        let (p1, done) = store
+            .archive_page(&own, &all, page(false))
+            .await
+            .expect("page");
+        assert!(!done);
+        assert_eq!(p1.len(), 10);
+        assert_eq!(p1[0].uid, batch[0].uid);
+        let mut after = ArchiveFilter {
+            after: Some(p1[9].id),
+            ..all.clone()
+        };
+        let (p2, _) = store
+            .archive_page(&own, &after, page(false))
+            .await
+            .expect("page");
+        assert_eq!(p2[0].uid, batch[10].uid);
+        after.after = Some(p2[9].id);
+        let (p3, done) = store
+            .archive_page(&own, &after, page(false))
+            .await
+            .expect("page");
+        assert!(
+            done,
+            "the third page is the last: carol's message is not in alice's own view"
+        );
+        assert_eq!(p3.len(), 10);
+        assert_eq!(p3[9].uid, batch[29].uid);
+
+        // Backwards: the newest ten, still oldest first.
+        let (last, done) = store
+            .archive_page(&own, &all, page(true))
+            .await
+            .expect("page");
+        assert!(!done);
+        assert_eq!(last[0].uid, batch[20].uid);
+        assert_eq!(last[9].uid, batch[29].uid);
+
+        // The admin log of alice's account has carol's message too; carol's own view has it.
+        let account = Selection::Account(alice.clone());
+        assert_eq!(
+            store.archive_count(&account, &all).await.expect("count"),
+            31
+        );
+        assert_eq!(store.archive_count(&own, &all).await.expect("count"), 30);
+        assert_eq!(
+            store
+                .archive_count(&Selection::Own(carol.clone()), &all)
+                .await
+                .expect("count"),
+            1
+        );
+        assert_eq!(
+            store
+                .archive_count(&Selection::Domain(format!("{s}.test")), &all)
+                .await
+                .expect("count"),
+            31
+        );
+
+        // With: bare and full JIDs.
+        let with = |bare: &str, resource: Option<&str>| ArchiveFilter {
+            with: Some(With {
+                bare: bare.to_owned(),
+                resource: resource.map(str::to_owned),
+            }),
+            ..ArchiveFilter::default()
+        };
+        assert_eq!(
+            store
+                .archive_count(&own, &with(&bob, None))
+                .await
+                .expect("count"),
+            30
+        );
+        assert_eq!(
+            store
+                .archive_count(&own, &with(&bob, Some("desk")))
+                .await
+                .expect("count"),
+            15
+        );
+        assert_eq!(
+            store
+                .archive_count(&own, &with(&bob, Some("phone")))
+                .await
+                .expect("count"),
+            0
+        );
+        assert_eq!(
+            store
+                .archive_count(&own, &with(&carol, None))
+                .await
+                .expect("count"),
+            0
+        );
+        assert_eq!(
+            store
+                .archive_count(&Selection::Everyone, &with(&carol, None))
+                .await
+                .expect("count"),
+            1
+        );
+
+        // Time range, inclusive at both ends.
+        let range = ArchiveFilter {
+            start_us: Some(1_005),
+            end_us: Some(1_009),
+            ..all.clone()
+        };
+        assert_eq!(store.archive_count(&own, &range).await.expect("count"), 5);
+
+        // Words: split at punctuation, case-folded, every word needed; no FTS5 syntax leaks.
+        let words = |w: &str| ArchiveFilter {
+            words: Some(w.to_owned()),
+            ..all.clone()
+        };
+        assert_eq!(
+            store
+                .archive_count(&account, &words("LUNCH plans"))
+                .await
+                .expect("count"),
+            30
+        );
+        assert_eq!(
+            store
+                .archive_count(&account, &words("lunch-PLANS 7"))
+                .await
+                .expect("count"),
+            1
+        );
+        assert_eq!(
+            store
+                .archive_count(&account, &words("café"))
+                .await
+                .expect("count"),
+            1
+        );
+        assert_eq!(
+            store
+                .archive_count(&account, &words("lunch dinner"))
+                .await
+                .expect("count"),
+            0
+        );
+        assert_eq!(
+            store
+                .archive_count(&account, &words("lunch* \"(plans\" ^"))
+                .await
+                .expect("count"),
+            30
+        );
+        assert_eq!(
+            store
+                .archive_count(&account, &words("  ,;  "))
+                .await
+                .expect("count"),
+            0
+        );
+
+        // Ids, by uid, only within what the selection reads.
+        let uids = vec![
+            batch[3].uid.clone(),
+            batch[30].uid.clone(),
+            "nope".to_owned(),
+        ];
+        let found = store.archive_ids(&own, &uids).await.expect("ids");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, batch[3].uid);
+        let ids = ArchiveFilter {
+            ids: Some(vec![found[0].1]),
+            ..all.clone()
+        };
+        let (one, _) = store
+            .archive_page(&own, &ids, page(false))
+            .await
+            .expect("page");
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].body, "message 3 about Lunch-plans");
+        assert_eq!(one[0].sender_resource, "desk");
+
+        let (first, last) = store
+            .archive_bounds(&own)
+            .await
+            .expect("bounds")
+            .expect("some");
+        assert_eq!(
+            (first.uid, last.uid),
+            (batch[0].uid.clone(), batch[29].uid.clone())
+        );
+        assert!(
+            store
+                .archive_bounds(&Selection::Own(format!("nobody@{s}.test")))
+                .await
+                .expect("bounds")
+                .is_none()
+        );
+
+        // A batch is all or nothing: a duplicate uid fails it whole.
+        let dup = vec![archived(40, &alice, &bob, "new", 3_000), batch[0].clone()];
+        assert!(store.archive_insert(&dup).await.is_err());
+        assert_eq!(
+            store.archive_count(&account, &all).await.expect("count"),
+            31
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn archive_preferences_round_trip() {
+    use postern_store::ArchivePrefs;
+    on_each_backend(|store, s| async move {
+        let owner = format!("alice@{s}.test");
+        assert_eq!(store.archive_prefs(&owner).await.expect("prefs"), None);
+        let prefs = ArchivePrefs {
+            default_mode: "roster".into(),
+            always: vec![format!("bob@{s}.test"), format!("both@{s}.test")],
+            never: vec![format!("both@{s}.test"), format!("eve@{s}.test/x")],
+        };
+        store.set_archive_prefs(&owner, &prefs).await.expect("set");
+        let got = store
+            .archive_prefs(&owner)
+            .await
+            .expect("prefs")
+            .expect("some");
+        assert_eq!(got.default_mode, "roster");
+        assert_eq!(got.always, vec![format!("bob@{s}.test")]);
+        assert_eq!(
+            got.never,
+            vec![format!("both@{s}.test"), format!("eve@{s}.test/x")]
+        );
+        let again = ArchivePrefs {
+            default_mode: "never".into(),
+            always: vec![],
+            never: vec![],
+        };
+        store.set_archive_prefs(&owner, &again).await.expect("set");
+        assert_eq!(
+            store.archive_prefs(&owner).await.expect("prefs"),
+            Some(again)
+        );
+    })
+    .await;
+}

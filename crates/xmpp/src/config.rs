@@ -23,6 +23,8 @@ pub struct XmppConfig {
     pub csi: crate::modules::csi::CsiConfig,
     pub sm: crate::modules::sm::SmConfig,
     pub fast: crate::stream::fast::FastConfig,
+    /// `[xmpp.archive]`: the message archive, XEP-0313 MAM (`modules/archive/`).
+    pub archive: crate::modules::archive::ArchiveConfig,
 }
 
 impl Default for XmppConfig {
@@ -36,6 +38,7 @@ impl Default for XmppConfig {
             csi: Default::default(),
             sm: Default::default(),
             fast: Default::default(),
+            archive: Default::default(),
         }
     }
 }
@@ -116,7 +119,7 @@ pub const MAX_STANZA_DEPTH: usize = 1024;
 impl XmppConfig {
     /// Every problem in the section, so the admin can fix them all at once.
     pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.archive.problems();
         let l = &self.limits;
         if self.enabled && self.starttls.is_empty() && self.direct_tls.is_empty() {
             out.push(

@@ -142,6 +142,11 @@ type KeepFn = Arc<dyn Fn(&Server, &Arc<Session>) -> Option<Duration> + Send + Sy
 type CloseFn = Arc<dyn Fn(&Server, &Arc<Session>) -> Option<Element> + Send + Sync>;
 /// See [`RouterBuilder::bind2_feature`].
 type Bind2Fn = Arc<dyn Fn(&Server, &Arc<Session>, Element) -> Option<Element> + Send + Sync>;
+/// See [`RouterBuilder::barrier`].
+type BarrierFn = Arc<dyn Fn(&Server, &Arc<Session>) -> Option<BoxFuture<bool>> + Send + Sync>;
+/// See [`RouterBuilder::task`].
+pub type TaskFn =
+    Arc<dyn Fn(Server, tokio::sync::watch::Receiver<bool>) -> BoxFuture<()> + Send + Sync>;
 /// See [`RouterBuilder::pre_bind_nonza`].
 type PreBindFn = Arc<dyn Fn(&Server, &BareJid, Element) -> PreBind + Send + Sync>;
 
@@ -176,6 +181,8 @@ pub struct RouterBuilder {
     closing: Vec<CloseFn>,
     pre_bind: HashMap<(String, String), PreBindFn>,
     bind2: Vec<(String, String, Bind2Fn)>,
+    tasks: Vec<TaskFn>,
+    barriers: Vec<BarrierFn>,
     /// What clients are offered (stream features, mechanisms, inline features, disco).
     offers: Features,
     /// Registrations that clash, reported by [`RouterBuilder::build`].
@@ -376,6 +383,29 @@ impl RouterBuilder {
             .push(Arc::new(move |s, e| Box::pin(handler(s, e))));
     }
 
+    /// Work a stanza's routing started and did not wait for (an archive write), that must be
+    /// done before the session's handled count is read (an SM `<a/>`, `<enabled/>`,
+    /// `<resumed/>`): the future resolves when it is, false when it failed (then the session
+    /// ends with an error instead of acknowledging what was not done).
+    pub fn barrier(
+        &mut self,
+        barrier: impl Fn(&Server, &Arc<Session>) -> Option<BoxFuture<bool>> + Send + Sync + 'static,
+    ) {
+        self.barriers.push(Arc::new(barrier));
+    }
+
+    /// A background task of the module (e.g. expiry), started with the server's listeners;
+    /// it ends when the shutdown signal turns true.
+    pub fn task(
+        &mut self,
+        task: impl Fn(Server, tokio::sync::watch::Receiver<bool>) -> BoxFuture<()>
+        + Send
+        + Sync
+        + 'static,
+    ) {
+        self.tasks.push(Arc::new(task));
+    }
+
     /// A sub-service on every served domain at `label.domain` (its IQs reach handlers of
     /// [`Scope::Service`]`(label)`; disco#items on the domain lists it).
     pub fn service(&mut self, label: &'static str, name: &'static str) {
@@ -418,6 +448,8 @@ impl RouterBuilder {
             closing: self.closing,
             pre_bind: self.pre_bind,
             bind2: self.bind2,
+            tasks: self.tasks,
+            barriers: self.barriers,
             offers: self.offers,
         })
     }
@@ -437,10 +469,30 @@ pub struct Router {
     closing: Vec<CloseFn>,
     pre_bind: HashMap<(String, String), PreBindFn>,
     bind2: Vec<(String, String, Bind2Fn)>,
+    tasks: Vec<TaskFn>,
+    barriers: Vec<BarrierFn>,
     offers: Features,
 }
 
 impl Router {
+    /// Waits for the work the session's routings left running ([`RouterBuilder::barrier`]);
+    /// false when some of it failed.
+    pub async fn barriers(&self, server: &Server, session: &Arc<Session>) -> bool {
+        for barrier in &self.barriers {
+            if let Some(done) = barrier(server, session)
+                && !done.await
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The modules' background tasks ([`RouterBuilder::task`]).
+    pub fn tasks(&self) -> &[TaskFn] {
+        &self.tasks
+    }
+
     /// What clients are offered, at every stage.
     pub fn offers(&self) -> &Features {
         &self.offers

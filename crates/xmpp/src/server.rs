@@ -61,7 +61,7 @@ impl Server {
     ) -> Result<Self, ServerError> {
         let mut builder = RouterBuilder::default();
         crate::stream::register(&mut builder);
-        crate::modules::register_all(&mut builder);
+        crate::modules::register_all(&mut builder, &config);
         let router = builder.build()?;
         let tls = Tls::new(identities)?;
         let hosts = Hosts::new(domains, router.offers().services().to_vec());
@@ -87,6 +87,9 @@ impl Server {
         shutdown: watch::Receiver<bool>,
     ) {
         let mut tasks = tokio::task::JoinSet::new();
+        for task in self.router.tasks() {
+            tasks.spawn(task(self.clone(), shutdown.clone()));
+        }
         for l in starttls {
             tasks.spawn(crate::listener::accept_loop(
                 self.clone(),

@@ -37,6 +37,11 @@ pub struct Session {
     attach_ready: Notify,
 }
 
+/// The client's own name for its device (XEP-0388 `<user-agent id/>`), when it gave one: a
+/// session extension set at binding.
+#[derive(Debug, Default)]
+pub struct DeviceId(pub Option<String>);
+
 /// A new connection that takes over a session (stream resumption): the session's task drops
 /// its current connection, if any, writes what `greet` returns, then serves `xml`.
 pub struct Attach {
@@ -94,7 +99,9 @@ impl Session {
         })
     }
 
-    /// Stanzas read from this session's client so far, wrapping at 2^32 (as XEP-0198's `h`).
+    /// Stanzas of this session's client handled so far, wrapping at 2^32 (XEP-0198's `h`): a
+    /// stanza counts once its routing is over, including every durable write it needs (the
+    /// archive, offline storage), so that nothing acknowledged is lost in a crash.
     pub fn received(&self) -> u32 {
         self.received.load(Ordering::Relaxed)
     }

@@ -1,6 +1,7 @@
 //! Every feature beyond the core lives in one file here and registers what it handles.
 //! Adding a XEP is adding a file and a line in [`register_all`].
 
+pub mod archive;
 pub mod blocking;
 pub mod carbons;
 pub mod csi;
@@ -15,10 +16,11 @@ pub mod sm;
 pub mod time;
 pub mod version;
 
+use crate::config::XmppConfig;
 use crate::router::RouterBuilder;
 
 /// Registers every module; the order of hooks is fixed by their priorities, not by this list.
-pub fn register_all(r: &mut RouterBuilder) {
+pub fn register_all(r: &mut RouterBuilder, config: &XmppConfig) {
     disco::register(r);
     ping::register(r);
     version::register(r);
@@ -27,6 +29,7 @@ pub fn register_all(r: &mut RouterBuilder) {
     roster::register(r);
     presence::register(r);
     blocking::register(r);
+    archive::register(r, &config.archive);
     carbons::register(r);
     csi::register(r);
     sm::register(r);

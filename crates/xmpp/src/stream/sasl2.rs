@@ -127,6 +127,16 @@ pub(super) async fn succeed(
     // A tag that makes no valid resource is dropped rather than refused.
     let full = full_jid(&jid, &resource).or_else(|| full_jid(&jid, &random_hex()))?;
     let (session, rx) = bind_session(server, &full);
+    if let Some(id) = request
+        .get_child("user-agent", ns::SASL2)
+        .and_then(|a| a.attr("id"))
+        .filter(|id| !id.is_empty() && id.len() <= 128)
+    {
+        let id = id.to_owned();
+        session
+            .ext
+            .with(|d: &mut crate::sessions::DeviceId| d.0 = Some(id));
+    }
     let mut bound = Element::bare("bound", ns::BIND2);
     for feature in bind.children().filter(|c| !c.is("tag", ns::BIND2)) {
         if let Some(answer) = server

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures::SinkExt;
 use minidom::Element;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use xmpp_parsers::stream_error::{DefinedCondition, StreamError};
 
@@ -28,7 +28,7 @@ use super::{Read, Xml, close, read, stream_error};
 use crate::router::{Ctx, NonzaOutcome, SessionEvent};
 use crate::server::Server;
 use crate::sessions::{Attach, Outbound, Session};
-use crate::stanza::{Inbound, Stanza, error_reply};
+use crate::stanza::{Inbound, error_reply};
 
 /// Routings waiting in a session's routing task. Reading pauses while it is full.
 const INBOUND_QUEUE: usize = 32;
@@ -87,7 +87,11 @@ pub(super) async fn run(server: Server, bound: Bound, shutdown: watch::Receiver<
         let attach = match link.serve(&mut xml).await {
             End::Close(error) => {
                 if error.is_none() {
-                    link.ready.extend(server.router.closing(&server, &session));
+                    // The last words (SM's final `<a/>`) count what was sent before them,
+                    // and only what is done.
+                    if link.routing.settle().await {
+                        link.ready.extend(server.router.closing(&server, &session));
+                    }
                     let _ = write_all(&mut xml, &mut link.ready, link.write_timeout).await;
                 }
                 close::<()>(xml, error).await;
@@ -113,6 +117,18 @@ pub(super) async fn run(server: Server, bound: Bound, shutdown: watch::Receiver<
         };
         let Attach { xml: next, greet } = *attach;
         xml = next;
+        // A resumption's count includes what the lost connection sent.
+        if !link.routing.settle().await {
+            close::<()>(
+                xml,
+                Some(stream_error(
+                    DefinedCondition::InternalServerError,
+                    "What the session sent could not all be stored; it cannot be resumed",
+                )),
+            )
+            .await;
+            break;
+        }
         link.ready.extend(greet(&session));
     }
     if let Some(late) = session.end_attachments() {
@@ -176,15 +192,23 @@ impl Link {
                 r = read(xml, None), if self.routing.has_room() => match r {
                     Read::Element(el) => match Inbound::decode(el) {
                         Inbound::Stanza(mut stanza) => {
-                            session.count_received();
                             stanza.set_from(session.jid.clone().into());
-                            self.routing.route(stanza).await;
+                            let (ctx, session) = (self.routing.ctx.clone(), session.clone());
+                            self.routing.route(Box::pin(async move {
+                                let server = ctx.server.clone();
+                                server.router.route(ctx, stanza).await;
+                                session.count_received();
+                            })).await;
                         }
                         Inbound::BadStanza { element, fault } => {
-                            session.count_received();
                             tracing::debug!(condition = ?fault.condition, "bad stanza");
-                            // Like everything the client receives: through the queue.
-                            session.send(error_reply(&element, &fault, None));
+                            // Counted in order, after the stanzas before it.
+                            let session = session.clone();
+                            self.routing.route(Box::pin(async move {
+                                // Like everything the client receives: through the queue.
+                                session.send(error_reply(&element, &fault, None));
+                                session.count_received();
+                            })).await;
                         }
                         Inbound::StartTls | Inbound::Sasl(_) => {
                             return End::Close(Some(stream_error(DefinedCondition::PolicyViolation, "Stream already negotiated")));
@@ -197,6 +221,14 @@ impl Link {
                                 )));
                             }
                             let (name, ns) = (el.name().to_owned(), el.ns());
+                            // Nonzas act in stream order: an `<r/>` counts, an `<enable/>`
+                            // starts counting, after the stanzas sent before it are handled.
+                            if !self.routing.settle().await {
+                                return End::Close(Some(stream_error(
+                                    DefinedCondition::InternalServerError,
+                                    "What you sent could not all be stored",
+                                )));
+                            }
                             match server.router.nonza(&server, &session, el) {
                                 Some(NonzaOutcome::Done) => {}
                                 Some(NonzaOutcome::Release { after, elements }) => {
@@ -372,16 +404,13 @@ impl Routing {
         }
     }
 
-    /// Routes `stanza` after everything read before it; call only when [`Routing::has_room`].
+    /// Runs `routing` (of a stanza) after everything read before it; call only when
+    /// [`Routing::has_room`].
     ///
     /// While nothing waits in the task, the routing is polled here once: most complete on
     /// that poll (delivery to a local session is a queue push), and those cost no hand-over
     /// to another task. One that must wait is moved, in progress, to the task.
-    async fn route(&mut self, stanza: Stanza) {
-        let ctx = self.ctx.clone();
-        let server = ctx.server.clone();
-        let mut routing: RouteFuture =
-            Box::pin(async move { server.router.route(ctx, stanza).await });
+    async fn route(&mut self, mut routing: RouteFuture) {
         let idle = self
             .task
             .as_ref()
@@ -399,6 +428,40 @@ impl Routing {
             tracing::error!(error = %e, "routing task unavailable");
             task.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+
+    /// Waits until everything read so far is routed, including what the routings left
+    /// running ([`crate::router::RouterBuilder::barrier`]): then the handled count covers
+    /// what is done. False when the routing task is gone or left work failed.
+    async fn settle(&mut self) -> bool {
+        if !self.routed().await {
+            return false;
+        }
+        let (server, session) = (&self.ctx.server, &self.ctx.session);
+        server.router.barriers(server, session).await
+    }
+
+    async fn routed(&mut self) -> bool {
+        let Some(task) = &mut self.task else {
+            return true;
+        };
+        if task.in_flight.load(Ordering::Acquire) == 0 {
+            return true;
+        }
+        // A marker behind the routings in the task's queue: its turn comes after theirs.
+        let (done, turn) = oneshot::channel::<()>();
+        let marker: RouteFuture = Box::pin(async move {
+            let _ = done.send(());
+        });
+        task.in_flight.fetch_add(1, Ordering::AcqRel);
+        let queued = match task.slot.take() {
+            Some(permit) => {
+                permit.send(marker);
+                true
+            }
+            None => task.tx.send(marker).await.is_ok(),
+        };
+        queued && turn.await.is_ok()
     }
 
     /// Waits until everything handed to the task is routed.

@@ -1,0 +1,110 @@
+//! The archive's one writer: messages from every session go into one queue and are written
+//! in batches, one transaction each (group commit). Routing does not wait for the commit;
+//! the session keeps the receipt ([`super::Pending`]) and anything that reads its handled
+//! count (an SM `<a/>`) waits for it first, so what a client is told was handled is in the
+//! archive even after a `kill -9`. Nothing waits per message, so a batch holds whatever all
+//! sessions sent during the previous commit: measured with `archive_bench`, the cost per
+//! message falls with the batch (indexes are written once per page per commit).
+
+use postern_store::{NewArchived, Store};
+use tokio::sync::{mpsc, oneshot};
+
+/// Messages waiting for the writer; past it, routing waits for room (back-pressure).
+const QUEUE: usize = 4096;
+
+// Nearly every job is a row: boxing it would cost an allocation per message to save a few
+// hundred bytes on the rare marker.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    Row(NewArchived, oneshot::Sender<bool>),
+    /// Answered once everything queued before it is committed.
+    Marker(oneshot::Sender<()>),
+}
+
+/// A handle to the writer task; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer task over `store`, writing at most `max_batch` messages per
+    /// transaction.
+    pub fn spawn(store: Store, max_batch: usize) -> Writer {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(store, rx, max_batch.max(1)));
+        Writer { tx }
+    }
+
+    /// Queues `m` (waiting only for room in the queue); the receipt says, once the batch is
+    /// committed, whether it was written.
+    pub async fn submit(&self, m: NewArchived) -> oneshot::Receiver<bool> {
+        let (done, committed) = oneshot::channel();
+        // If the writer is gone, `done` is dropped with the job and the receipt reads false.
+        let _ = self.tx.send(Job::Row(m, done)).await;
+        committed
+    }
+
+    /// Waits until everything queued so far is committed (or failed): a query after it sees
+    /// every message routed before it.
+    pub async fn sync(&self) {
+        let (done, synced) = oneshot::channel();
+        if self.tx.send(Job::Marker(done)).await.is_ok() {
+            let _ = synced.await;
+        }
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut rows = Vec::with_capacity(max_batch);
+    let mut waiting = Vec::with_capacity(max_batch);
+    let mut markers = Vec::new();
+    while let Some(job) = rx.recv().await {
+        let mut next = Some(job);
+        // Everything that queued during the last commit goes into this one.
+        while let Some(job) = next.take() {
+            match job {
+                Job::Row(row, done) => {
+                    rows.push(row);
+                    waiting.push(done);
+                }
+                Job::Marker(done) => markers.push(done),
+            }
+            if rows.len() < max_batch {
+                next = rx.try_recv().ok();
+            }
+        }
+        let results = commit(&store, &rows).await;
+        for (done, ok) in waiting.drain(..).zip(results) {
+            let _ = done.send(ok);
+        }
+        for done in markers.drain(..) {
+            let _ = done.send(());
+        }
+        rows.clear();
+    }
+}
+
+/// Writes `rows` in one transaction, trying again after a short pause when that fails (a
+/// database busy beyond its timeout, a PostgreSQL fail-over); then each on its own, so that
+/// one bad row (a duplicate id) does not fail the others.
+async fn commit(store: &Store, rows: &[NewArchived]) -> Vec<bool> {
+    for pause_ms in [20, 200] {
+        match store.archive_insert(rows).await {
+            Ok(()) => return vec![true; rows.len()],
+            Err(e) => {
+                tracing::warn!(error = %e, rows = rows.len(), "archive write failed; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let result = store.archive_insert(std::slice::from_ref(row)).await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, uid = %row.uid, "archive write failed");
+        }
+        out.push(result.is_ok());
+    }
+    out
+}
