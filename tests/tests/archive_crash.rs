@@ -2,97 +2,15 @@
 //! the server acknowledged (XEP-0198 `<a/>`) is in the archive after a `kill -9` during a
 //! message flood.
 //!
-//! The binary comes from this workspace's target directory (`cargo test --workspace` builds
-//! it before any test runs).
-
 #![allow(clippy::unwrap_used)] // test helpers panic on failure, like the tests
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
 use postern_store::{ArchiveFilter, Page, Selection, Store};
+use postern_tests::process::{postern, serve};
 use postern_tests::{Raw, attr, trusting};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 const SM: &str = "urn:xmpp:sm:3";
-
-fn binary() -> PathBuf {
-    // target/<profile>/deps/archive_crash-… → target/<profile>/postern
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("postern");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build -p postern, or cargo test --workspace)",
-        bin.display()
-    );
-    bin
-}
-
-fn postern(config: &Path, args: &[&str], stdin: &str) {
-    let mut child = Command::new(binary())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Starts `postern serve`; returns it, its STARTTLS address (read from its log) and the
-/// warnings and errors it logs.
-fn serve(
-    config: &Path,
-) -> (
-    Child,
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-) {
-    let mut child = Command::new(binary())
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("postern exited before it ran").unwrap();
-        if let Some(rest) = line.split("starttls=[").nth(1) {
-            break rest.split(']').next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    let problems = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    std::thread::spawn({
-        let problems = problems.clone();
-        move || {
-            for line in lines.map_while(Result::ok) {
-                if line.contains("WARN") || line.contains("ERROR") {
-                    problems.lock().unwrap().push(line);
-                }
-            }
-        }
-    });
-    (child, addr, problems)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_message_is_in_the_archive_after_kill_9() {
