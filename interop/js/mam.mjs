@@ -44,7 +44,11 @@ async function page(set, form) {
   const children = [];
   if (form) children.push(form);
   children.push(xml("set", { xmlns: RSM }, ...set));
-  const fin = await alice.iqCaller.set(xml("query", { xmlns: MAM, queryid }, ...children));
+  // The whole IQ result: iqCaller.set() would look for a <query/> child, and MAM answers <fin/>.
+  const result = await alice.iqCaller.request(
+    xml("iq", { type: "set", id: queryid }, xml("query", { xmlns: MAM, queryid }, ...children)),
+  );
+  const fin = result.getChild("fin", MAM);
   const rsm = fin.getChild("set", RSM);
   return {
     items: results.get(queryid) ?? [],
@@ -72,6 +76,10 @@ async function finish(error) {
 
 try {
   await Promise.all([alice.start(), bob.start()]);
+  // Available, so that bob's messages to alice's bare JID are delivered live (xmpp.js sends
+  // no presence by itself); the ping round trip makes sure it was handled.
+  await alice.send(xml("presence"));
+  await alice.iqCaller.get(xml("ping", { xmlns: "urn:xmpp:ping" }), domain);
   for (let i = 0; i < 30; i++) {
     await bob.send(xml("message", { to: `alice@${domain}`, type: "chat" }, xml("body", {}, `js ${i}`)));
   }

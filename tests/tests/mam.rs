@@ -212,6 +212,11 @@ async fn hundreds_of_messages_page_forwards_and_backwards_and_filter() {
         .find(|s| attr(s, "by").as_deref() == Some("bob@localhost"))
         .and_then(|s| attr(s, "id"))
         .unwrap_or_else(|| panic!("no stanza-id by bob: {live}"));
+    assert_eq!(
+        live.matches("<stanza-id").count(),
+        1,
+        "bob sees his own archive's id only: {live}"
+    );
     alice.sync("drain").await.unwrap();
 
     let expected: Vec<String> = (0..250)

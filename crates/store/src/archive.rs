@@ -132,6 +132,9 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
+        if let Some(native) = &self.native {
+            return native.insert(batch.to_vec()).await;
+        }
         let mut tx = self.begin_write().await?;
         for chunk in batch.chunks(INSERT_CHUNK) {
             let mut sql = String::from(

@@ -27,6 +27,7 @@
 
 pub mod accounts;
 pub mod archive;
+mod archive_sqlite;
 pub mod blocking;
 pub mod fast;
 pub mod groups;
@@ -85,6 +86,9 @@ pub enum StoreError {
         /// What is wrong with it.
         detail: String,
     },
+    /// The archive's native SQLite write path failed.
+    #[error("database error: {0}")]
+    Native(String),
     /// A group operation named a group that does not exist.
     #[error("no such group: {0}")]
     NoSuchGroup(String),
@@ -119,6 +123,17 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The archive's own write path on a SQLite file ([`archive_sqlite`]).
+    native: Option<archive_sqlite::NativeWriter>,
+}
+
+/// [`sqlite_busy_timeout_ms`] as a number.
+pub(crate) const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Native(e.to_string())
+    }
 }
 
 impl Store {
@@ -160,7 +175,15 @@ impl Store {
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
         tracing::debug!(?backend, "store ready");
-        Ok(Store { pool, backend })
+        let native = match backend {
+            Backend::Sqlite => sqlite_file(url).map(|p| archive_sqlite::NativeWriter::new(&p)),
+            Backend::Postgres => None,
+        };
+        Ok(Store {
+            pool,
+            backend,
+            native,
+        })
     }
 
     /// Which engine this store talks to.
@@ -243,6 +266,21 @@ async fn connect_sqlite(url: &str) -> Result<AnyPool, StoreError> {
         options.max_connections(8)
     };
     Ok(options.connect(&url).await?)
+}
+
+/// The file of a SQLite URL, `None` for an in-memory database.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let path = base
+        .strip_prefix("sqlite://")
+        .or_else(|| base.strip_prefix("sqlite:"))
+        .unwrap_or_default();
+    let memory =
+        path.is_empty() || path == ":memory:" || query.is_some_and(|q| q.contains("mode=memory"));
+    (!memory && !path.contains('%')).then(|| std::path::PathBuf::from(path))
 }
 
 /// Creates the directory that will hold a SQLite file, so a fresh data dir just works.

@@ -49,6 +49,10 @@ use crate::sessions::Session;
 /// After blocking ([`super::blocking::PRIORITY`]), before carbons ([`super::carbons::PRIORITY`]).
 pub const PRIORITY: i32 = 800;
 
+/// The outbound filter that shows each session only its own archive's stanza-id: before
+/// blocking's ([`super::blocking::FILTER_PRIORITY`]), it does not depend on the others.
+pub const STANZA_ID_FILTER: i32 = -10;
+
 /// The `[xmpp.archive]` section.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -171,6 +175,9 @@ pub fn register(r: &mut RouterBuilder, config: &ArchiveConfig) {
     let archive: Arc<Archive> = Arc::default();
     r.task(|server, shutdown| Box::pin(retention::run(server, shutdown)));
     r.barrier(|_, session| committed(session));
+    r.outbound_filter(STANZA_ID_FILTER, |server, session, el| {
+        crate::router::Filtered::Pass(stanza_id::only_own(server, session, el))
+    });
     if config.notice.is_some() {
         notice::register(r);
     }
@@ -281,10 +288,14 @@ async fn keep(archive: &Archive, ctx: Ctx, dest: Dest, mut m: Message) -> Option
     }
     let stamp_us = Utc::now().timestamp_micros();
     let uid = stanza_id::new_id(stamp_us);
+    // Stored without the ids: a MAM result carries its id itself.
+    let xml = String::from(&Element::from(m.clone()));
     if recipient_keeps {
         stanza_id::add(&mut m, &uid, &recipient);
     }
     if sender_keeps && !to_self {
+        // For the sender's own resources (carbon copies); the outbound filter keeps each
+        // session's own.
         stanza_id::add(&mut m, &uid, &sender);
     }
     let mut parties = vec![Party {
@@ -313,7 +324,7 @@ async fn keep(archive: &Archive, ctx: Ctx, dest: Dest, mut m: Message) -> Option
             .map(|b| b.as_str())
             .collect::<Vec<_>>()
             .join("\n"),
-        xml: String::from(&Element::from(m.clone())),
+        xml,
         parties,
     };
     let writer = archive

@@ -1,7 +1,8 @@
 //! XEP-0359 unique and stable stanza IDs: an archived message carries
 //! `<stanza-id by='archive' id='…'/>` for each archive that holds it, the id its MAM results
 //! use. Only the server says what its archives assigned: any `<stanza-id/>` a client put in
-//! with a `by` of a served domain is removed first.
+//! with a `by` of a served domain is removed first, and a session is shown only its own
+//! archive's id ([`only_own`]).
 
 use minidom::Element;
 use xmpp_parsers::jid::{BareJid, Jid};
@@ -10,6 +11,7 @@ use xmpp_parsers::ns;
 use xmpp_parsers::stanza_id::StanzaId;
 
 use crate::server::Server;
+use crate::sessions::Session;
 
 /// A new archive id: 32 hex digits, the time (µs, 7 bytes) then 9 random bytes. Ids made
 /// later sort later, so the archive's unique index on them grows at its end instead of
@@ -41,4 +43,48 @@ pub fn add(m: &mut Message, id: &str, by: &BareJid) {
         id: id.to_owned(),
         by: Jid::from(by.clone()),
     }));
+}
+
+/// An archived message carries the id of each archive holding it; a session sees only its
+/// own account's (slixmpp, for one, reads the first `<stanza-id/>` whatever its `by`). The
+/// outbound filter: on a message, and on the message inside a carbon copy, the stanza-ids
+/// of other local archives are removed.
+pub fn only_own(server: &Server, session: &Session, mut el: Element) -> Element {
+    if !el.is("message", ns::JABBER_CLIENT) {
+        return el;
+    }
+    let me = session.jid.to_bare();
+    strip_others(server, &mut el, &me);
+    for child in el.children_mut() {
+        if child.is("sent", ns::CARBONS) || child.is("received", ns::CARBONS) {
+            for forwarded in child.children_mut() {
+                for inner in forwarded.children_mut() {
+                    if inner.name() == "message" {
+                        strip_others(server, inner, &me);
+                    }
+                }
+            }
+        }
+    }
+    el
+}
+
+fn strip_others(server: &Server, message: &mut Element, me: &BareJid) {
+    let foreign = |c: &Element| {
+        c.is("stanza-id", ns::SID)
+            && c.attr("by")
+                .and_then(|by| by.parse::<Jid>().ok())
+                .is_some_and(|by| {
+                    by.to_bare() != *me && server.is_local_domain(by.domain().as_str())
+                })
+    };
+    if !message.children().any(foreign) {
+        return;
+    }
+    for node in message.take_nodes() {
+        match &node {
+            minidom::Node::Element(c) if foreign(c) => {}
+            _ => message.append_node(node),
+        }
+    }
 }
