@@ -1,8 +1,9 @@
 //! The real binary in its own process: the admin CLI and `postern serve`, for the tests that
 //! need a process of its own (a `kill -9`, the CLI reading a running server's store).
 //!
-//! The binary comes from this workspace's target directory (`cargo test --workspace` builds
-//! it before any test runs).
+//! The binary comes from this workspace's target directory: `cargo test --workspace` builds
+//! it before any test runs; `cargo test -p postern-tests` alone does not, and uses the binary
+//! last built (`cargo build -p postern` first).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -100,11 +100,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let t0 = Instant::now();
     let mut i = 0;
+    let mut logged = 0;
     while i < n {
         let rows: Vec<_> = (i..(i + batch).min(n)).map(|k| message(k, users)).collect();
         store.archive_insert(&rows).await?;
+        // As the server's writer does: party rows moved into their index in bulk.
+        logged += rows.iter().map(|r| r.parties.len()).sum::<usize>();
+        if logged >= 4096 {
+            while store
+                .archive_flush(postern_store::archive::FLUSH_ROWS)
+                .await?
+                > 0
+            {}
+            logged = 0;
+        }
         i += batch;
     }
+    while store
+        .archive_flush(postern_store::archive::FLUSH_ROWS)
+        .await?
+        > 0
+    {}
     let write = t0.elapsed();
     println!(
         "wrote {n} messages in batches of {batch}: {:.1} s, {:.1} us per message",

@@ -189,7 +189,7 @@ impl Store {
                 .collect();
             for part in parties.chunks(INSERT_CHUNK) {
                 let mut sql = String::from(
-                    "INSERT INTO archive_party (owner, msg, peer, domain, visible) VALUES ",
+                    "INSERT INTO archive_party_log (owner, msg, peer, domain, visible) VALUES ",
                 );
                 for i in 0..part.len() {
                     let b = i * 5;
@@ -230,8 +230,14 @@ impl Store {
         uids: &[String],
     ) -> Result<Vec<(String, i64)>, StoreError> {
         let mut found = Vec::new();
-        for chunk in uids.chunks(ID_CHUNK) {
-            let mut sql = Sql::select("a.uid, a.id", selection);
+        let mut jobs = Vec::new();
+        for table in tables(selection) {
+            for chunk in uids.chunks(ID_CHUNK) {
+                jobs.push((*table, chunk));
+            }
+        }
+        for (table, chunk) in jobs {
+            let mut sql = Sql::select_in("a.uid, a.id", selection, table);
             sql.push(" AND a.uid IN (");
             for (i, uid) in chunk.iter().enumerate() {
                 if i > 0 {
@@ -255,27 +261,34 @@ impl Store {
         filter: &ArchiveFilter,
         page: Page,
     ) -> Result<(Vec<Archived>, bool), StoreError> {
-        let mut sql = Sql::select(
-            "a.id, a.uid, a.stamp_us, a.sender, a.sender_resource, a.recipient, \
-             a.recipient_resource, a.kind, a.body, a.xml",
-            selection,
-        );
-        sql.filter(self.backend, selection, filter);
         let order = if page.backwards { "DESC" } else { "ASC" };
         // One more than asked for tells whether this is the last page.
         let fetch = page.limit.saturating_add(1);
-        sql.push(&format!(" ORDER BY {} {order} LIMIT {fetch}", sql.key));
-        let rows = sql.fetch_all(self).await?;
-        let complete = rows.len() <= page.limit;
-        let mut out = rows
-            .iter()
-            .take(page.limit)
-            .map(archived)
-            .collect::<Result<Vec<_>, _>>()?;
-        if page.backwards {
-            out.reverse();
+        let mut rows = Vec::new();
+        for table in tables(selection) {
+            let mut sql = Sql::select_in(
+                "a.id, a.uid, a.stamp_us, a.sender, a.sender_resource, a.recipient, \
+                 a.recipient_resource, a.kind, a.body, a.xml",
+                selection,
+                table,
+            );
+            sql.filter(self.backend, selection, filter);
+            sql.push(&format!(" ORDER BY {} {order} LIMIT {fetch}", sql.key));
+            for r in sql.fetch_all(self).await? {
+                rows.push(archived(&r)?);
+            }
         }
-        Ok((out, complete))
+        // Both tables' pages merged: the first `fetch` in the page's direction.
+        rows.sort_by_key(|m| m.id);
+        if page.backwards {
+            rows.reverse();
+        }
+        let complete = rows.len() <= page.limit;
+        rows.truncate(page.limit);
+        if page.backwards {
+            rows.reverse();
+        }
+        Ok((rows, complete))
     }
 
     /// How many messages `selection` reads through `filter`.
@@ -284,13 +297,15 @@ impl Store {
         selection: &Selection,
         filter: &ArchiveFilter,
     ) -> Result<i64, StoreError> {
-        let mut sql = Sql::select("COUNT(*) AS n", selection);
-        sql.filter(self.backend, selection, filter);
-        let rows = sql.fetch_all(self).await?;
-        match rows.first() {
-            Some(r) => Ok(r.try_get("n")?),
-            None => Ok(0),
+        let mut total = 0;
+        for table in tables(selection) {
+            let mut sql = Sql::select_in("COUNT(*) AS n", selection, table);
+            sql.filter(self.backend, selection, filter);
+            if let Some(r) = sql.fetch_all(self).await?.first() {
+                total += r.try_get::<i64, _>("n")?;
+            }
         }
+        Ok(total)
     }
 
     /// The first and the last message `selection` reads, if any.
@@ -392,6 +407,53 @@ impl Store {
     }
 }
 
+/// The party tables an archive's own query reads: the indexed one and the log of the newest
+/// rows; "" for the admin log's queries over every message.
+fn tables(selection: &Selection) -> &'static [&'static str] {
+    match selection {
+        Selection::Own(_) | Selection::Account(_) => &["archive_party", "archive_party_log"],
+        Selection::Domain(_) | Selection::Everyone => &[""],
+    }
+}
+
+/// Party rows moved per [`Store::archive_flush`] transaction.
+pub const FLUSH_ROWS: usize = 8192;
+
+impl Store {
+    /// Moves up to `max` of the oldest rows of the party log into the indexed party table,
+    /// sorted by owner (one transaction). Returns how many moved; 0 when the log is empty.
+    pub async fn archive_flush(&self, max: usize) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let upto: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT MAX(seq) AS upto FROM (SELECT seq FROM archive_party_log ORDER BY seq LIMIT {}) s",
+            max.max(1)
+        )))
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("upto")?;
+        let Some(upto) = upto else {
+            return Ok(0);
+        };
+        // A message deleted meanwhile (a purge) leaves its log rows behind: not moved.
+        sqlx::query(
+            "INSERT INTO archive_party (owner, msg, peer, domain, visible) \
+             SELECT l.owner, l.msg, l.peer, l.domain, l.visible FROM archive_party_log l \
+             WHERE l.seq <= $1 AND EXISTS (SELECT 1 FROM archive a WHERE a.id = l.msg) \
+             ORDER BY l.owner, l.msg",
+        )
+        .bind(upto)
+        .execute(&mut *tx)
+        .await?;
+        let moved = sqlx::query("DELETE FROM archive_party_log WHERE seq <= $1")
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(moved)
+    }
+}
+
 fn archived(r: &AnyRow) -> Result<Archived, StoreError> {
     Ok(Archived {
         id: r.try_get("id")?,
@@ -424,8 +486,9 @@ enum Arg {
 impl Sql {
     /// `SELECT columns` of the messages `selection` reads. An archive's own queries run on
     /// its party rows (their primary key is the archive's order), the admin log's over
-    /// every message.
-    fn select(columns: &str, selection: &Selection) -> Sql {
+    /// every message. For an archive's own queries, `table` names the party rows:
+    /// `archive_party` or `archive_party_log` ([`tables`]).
+    fn select_in(columns: &str, selection: &Selection, table: &str) -> Sql {
         let party = matches!(selection, Selection::Own(_) | Selection::Account(_));
         let mut sql = Sql {
             key: if party { "p.msg" } else { "a.id" },
@@ -435,21 +498,30 @@ impl Sql {
         };
         match selection {
             Selection::Own(owner) => {
-                sql.push("archive_party p JOIN archive a ON a.id = p.msg WHERE p.owner = ");
+                sql.push(&format!(
+                    "{table} p JOIN archive a ON a.id = p.msg WHERE p.owner = "
+                ));
                 sql.text(owner.clone());
                 sql.push(" AND p.visible = 1");
             }
             Selection::Account(owner) => {
-                sql.push("archive_party p JOIN archive a ON a.id = p.msg WHERE p.owner = ");
+                sql.push(&format!(
+                    "{table} p JOIN archive a ON a.id = p.msg WHERE p.owner = "
+                ));
                 sql.text(owner.clone());
             }
             Selection::Domain(domain) => {
                 sql.push(
-                    "archive a WHERE EXISTS (SELECT 1 FROM archive_party p \
+                    "archive a WHERE (EXISTS (SELECT 1 FROM archive_party p \
                      WHERE p.msg = a.id AND p.domain = ",
                 );
                 sql.text(domain.clone());
-                sql.push(")");
+                sql.push(
+                    ") OR EXISTS (SELECT 1 FROM archive_party_log p \
+                     WHERE p.msg = a.id AND p.domain = ",
+                );
+                sql.text(domain.clone());
+                sql.push("))");
             }
             Selection::Everyone => sql.push("archive a WHERE 1 = 1"),
         }
@@ -622,30 +694,37 @@ impl Store {
         let columns = "CASE WHEN a.sender < a.recipient THEN a.sender ELSE a.recipient END AS pa, \
              CASE WHEN a.sender < a.recipient THEN a.recipient ELSE a.sender END AS pb, \
              COUNT(*) AS n, MIN(a.stamp_us) AS first_us, MAX(a.stamp_us) AS last_us";
-        let mut sql = Sql::select(columns, selection);
         let filter = ArchiveFilter {
             words: None,
             ids: None,
             ..filter.clone()
         };
-        sql.filter(self.backend, selection, &filter);
-        sql.push(&format!(
-            " GROUP BY pa, pb ORDER BY last_us DESC LIMIT {}",
-            limit.max(1)
-        ));
-        sql.fetch_all(self)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(Conversation {
+        let mut all: Vec<Conversation> = Vec::new();
+        for table in tables(selection) {
+            let mut sql = Sql::select_in(columns, selection, table);
+            sql.filter(self.backend, selection, &filter);
+            sql.push(" GROUP BY pa, pb");
+            for r in sql.fetch_all(self).await? {
+                let c = Conversation {
                     a: r.try_get("pa")?,
                     b: r.try_get("pb")?,
                     messages: r.try_get("n")?,
                     first_us: r.try_get("first_us")?,
                     last_us: r.try_get("last_us")?,
-                })
-            })
-            .collect()
+                };
+                match all.iter_mut().find(|o| o.a == c.a && o.b == c.b) {
+                    Some(o) => {
+                        o.messages += c.messages;
+                        o.first_us = o.first_us.min(c.first_us);
+                        o.last_us = o.last_us.max(c.last_us);
+                    }
+                    None => all.push(c),
+                }
+            }
+        }
+        all.sort_by_key(|c| std::cmp::Reverse(c.last_us));
+        all.truncate(limit.max(1));
+        Ok(all)
     }
 
     /// Deletes, for accounts of `domain` not on hold (all domains when `None`; only `owner`
@@ -659,6 +738,8 @@ impl Store {
         before_us: i64,
         batch: usize,
     ) -> Result<(u64, u64), StoreError> {
+        // Party rows still in the log are the newest, but a purge up to now wants them too.
+        while self.archive_flush(FLUSH_ROWS).await? > 0 {}
         let mut sql = Sql {
             key: "p.msg",
             text: String::from(
@@ -684,7 +765,8 @@ impl Store {
         let parties = sql.execute(self).await?;
         let orphans = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM archive WHERE id IN (SELECT a.id FROM archive a WHERE a.stamp_us < $1 \
-             AND NOT EXISTS (SELECT 1 FROM archive_party p WHERE p.msg = a.id) LIMIT {})",
+             AND NOT EXISTS (SELECT 1 FROM archive_party p WHERE p.msg = a.id) \
+             AND NOT EXISTS (SELECT 1 FROM archive_party_log l WHERE l.msg = a.id) LIMIT {})",
             batch.max(1)
         )))
         .bind(before_us)
@@ -701,6 +783,7 @@ impl Store {
         owner: Option<&str>,
         before_us: i64,
     ) -> Result<i64, StoreError> {
+        while self.archive_flush(FLUSH_ROWS).await? > 0 {}
         let mut sql = Sql {
             key: "p.msg",
             text: String::from(

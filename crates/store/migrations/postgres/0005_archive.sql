@@ -37,6 +37,20 @@ CREATE INDEX archive_party_peer ON archive_party (owner, peer, msg);
 CREATE INDEX archive_party_domain ON archive_party (domain, msg);
 CREATE INDEX archive_party_msg ON archive_party (msg);
 
+-- Party rows as the writer adds them: appended in order, moved into `archive_party` in bulk
+-- (sorted, thousands at a time) by `Store::archive_flush`. Written one by one, the party
+-- table's two indexes by owner took a random page each per row and per commit; in bulk one
+-- page holds many of an owner's new rows. Readers look in both (the log is small: it has no
+-- index to write, and is read by a scan).
+CREATE TABLE archive_party_log (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    owner TEXT NOT NULL,
+    msg BIGINT NOT NULL,
+    peer TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    visible BIGINT NOT NULL
+);
+
 CREATE TABLE archive_prefs (
     owner TEXT PRIMARY KEY,
     default_mode TEXT NOT NULL

@@ -32,6 +32,20 @@ CREATE INDEX archive_party_peer ON archive_party (owner, peer, msg);
 CREATE INDEX archive_party_domain ON archive_party (domain, msg);
 CREATE INDEX archive_party_msg ON archive_party (msg);
 
+-- Party rows as the writer adds them: appended in order, moved into `archive_party` in bulk
+-- (sorted, thousands at a time) by `Store::archive_flush`. Written one by one, the party
+-- table's two indexes by owner took a random page each per row and per commit; in bulk one
+-- page holds many of an owner's new rows. Readers look in both (the log is small: it has no
+-- index to write, and is read by a scan).
+CREATE TABLE archive_party_log (
+    seq INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL,
+    msg BIGINT NOT NULL,
+    peer TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    visible BIGINT NOT NULL
+);
+
 -- Full-text search over `body`: FTS5 on SQLite, a tsvector on PostgreSQL. Both index the
 -- words between non-alphanumeric characters, case-folded, without stemming, so that one
 -- search finds the same messages on either database.

@@ -11,6 +11,13 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Messages waiting for the writer; past it, routing waits for room (back-pressure).
 const QUEUE: usize = 4096;
+/// Party rows written to the log before they are moved into the indexed table
+/// ([`postern_store::Store::archive_flush`]): the more at once, the fewer index pages
+/// written per row. Measured with `archive_bench 20000 256`: 83 us per message with the party
+/// rows written with each batch, 54 us through the log.
+const FLUSH_AT: usize = 4096;
+/// Or after this long without a message.
+const FLUSH_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 // Nearly every job is a row: boxing it would cost an allocation per message to save a few
 // hundred bytes on the rare marker.
@@ -59,7 +66,22 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
     let mut rows = Vec::with_capacity(max_batch);
     let mut waiting = Vec::with_capacity(max_batch);
     let mut markers = Vec::new();
-    while let Some(job) = rx.recv().await {
+    // Party rows added to the log since the last flush (after a restart: unknown, so the
+    // first idle second flushes whatever is there).
+    let mut logged = 1;
+    loop {
+        let job = if logged > 0 {
+            match tokio::time::timeout(FLUSH_IDLE, rx.recv()).await {
+                Ok(job) => job,
+                Err(_) => {
+                    logged = flush(&store, logged).await;
+                    continue;
+                }
+            }
+        } else {
+            rx.recv().await
+        };
+        let Some(job) = job else { break };
         let mut next = Some(job);
         // Everything that queued during the last commit goes into this one.
         while let Some(job) = next.take() {
@@ -75,6 +97,10 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
             }
         }
         let results = commit(&store, &rows).await;
+        logged += rows.iter().map(|r| r.parties.len()).sum::<usize>();
+        if logged >= FLUSH_AT {
+            logged = flush(&store, logged).await;
+        }
         for (done, ok) in waiting.drain(..).zip(results) {
             let _ = done.send(ok);
         }
@@ -82,6 +108,24 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
             let _ = done.send(());
         }
         rows.clear();
+    }
+}
+
+/// Moves the party log into the indexed table, in bulk; returns what is left to move (0, or
+/// what failed to move, to be tried again).
+async fn flush(store: &Store, logged: usize) -> usize {
+    loop {
+        match store
+            .archive_flush(postern_store::archive::FLUSH_ROWS)
+            .await
+        {
+            Ok(0) => return 0,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "archive party flush failed; trying again later");
+                return logged.max(1);
+            }
+        }
     }
 }
 
