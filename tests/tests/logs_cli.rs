@@ -240,6 +240,39 @@ async fn scenario(database: Option<String>) {
         "{bad:?}"
     );
 
+    // --follow: what arrives after the start is shown as it is archived.
+    let mut follow = std::process::Command::new(postern_tests::process::binary())
+        .arg("--config")
+        .arg(cfg)
+        .args([
+            "logs", "search", "--domain", &d, "--text", "followme", "--json", "--follow",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    // Its first poll reads the newest id; a message before that would count as old.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    say(&mut bob, format!("alice@{d}/phone"), "followme: fresh news").await;
+    bob.sync("b2").await.unwrap();
+    let line = lines_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("--follow showed nothing");
+    assert!(line.contains("followme: fresh news"), "{line}");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+
     // Conversations.
     let convs = postern(
         cfg,
@@ -270,7 +303,7 @@ async fn scenario(database: Option<String>) {
         ],
         "",
     );
-    assert_eq!(bodies(&std::fs::read_to_string(&out).unwrap()).len(), 4);
+    assert_eq!(bodies(&std::fs::read_to_string(&out).unwrap()).len(), 5);
     let exists = run(
         cfg,
         &[
@@ -307,12 +340,12 @@ async fn scenario(database: Option<String>) {
     let mbox = std::fs::read_to_string(&mbox).unwrap();
     assert_eq!(
         mbox.lines().filter(|l| l.starts_with("From: ")).count(),
-        4,
+        5,
         "{mbox}"
     );
     assert_eq!(
         mbox.lines().filter(|l| l.starts_with("From ")).count(),
-        4,
+        5,
         "one separator per message: {mbox}"
     );
     assert!(
@@ -443,8 +476,8 @@ async fn scenario(database: Option<String>) {
         ],
         "",
     );
-    // alice's 4 entries and carol's 2 (bob's 2 held): 6.
-    assert!(dry.contains("would delete 6 archive entries"), "{dry}");
+    // alice's 5 entries and carol's 2 (bob's 3 held): 7.
+    assert!(dry.contains("would delete 7 archive entries"), "{dry}");
     assert_eq!(
         bodies(&postern(
             cfg,
@@ -452,7 +485,7 @@ async fn scenario(database: Option<String>) {
             ""
         ))
         .len(),
-        4,
+        5,
         "a dry run deletes nothing"
     );
     let purged = postern(
@@ -461,7 +494,7 @@ async fn scenario(database: Option<String>) {
         "",
     );
     assert!(
-        purged.contains("deleted 6 archive entries (2 messages"),
+        purged.contains("deleted 7 archive entries (2 messages"),
         "{purged}"
     );
     assert!(
@@ -485,7 +518,7 @@ async fn scenario(database: Option<String>) {
             ""
         ))
         .len(),
-        2
+        3
     );
     assert!(
         bodies(&postern(

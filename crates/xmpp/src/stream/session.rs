@@ -229,6 +229,18 @@ impl Link {
                                     "What you sent could not all be stored",
                                 )));
                             }
+                            // And what is queued for the client by now goes out first, under
+                            // the state in force before the nonza: a CSI `<active/>` flushes
+                            // what was held, and does not let through what was on its way.
+                            while let Ok(out) = self.rx.try_recv() {
+                                match out {
+                                    Outbound::Stanza(el) => server.router.filter_outbound(&server, &session, el, None, &mut self.ready),
+                                    Outbound::Replaced => return End::Close(Some(stream_error(DefinedCondition::Conflict, "Replaced by a new connection with the same resource"))),
+                                }
+                            }
+                            if !self.ready.is_empty() && write_all(xml, &mut self.ready, self.write_timeout).await.is_err() {
+                                return End::Lost(None);
+                            }
                             match server.router.nonza(&server, &session, el) {
                                 Some(NonzaOutcome::Done) => {}
                                 Some(NonzaOutcome::Release { after, elements }) => {
