@@ -17,8 +17,9 @@ IMPLEMENTED = {
     "urn:xmpp:carbons:2",
     "urn:xmpp:blocking",
 }
+# The archive is the account's: MAM is advertised there, not on the server.
+ACCOUNT_IMPLEMENTED = {"urn:xmpp:mam:2", "urn:xmpp:mam:2#extended", "urn:xmpp:sid:0"}
 NOT_IMPLEMENTED = {
-    "urn:xmpp:mam:2",
     "urn:xmpp:sm:3",
     "http://jabber.org/protocol/muc",
     "urn:xmpp:http:upload:0",
@@ -37,6 +38,7 @@ async def test_server_disco_info(server):
         assert not missing, f"missing features {missing}; got {sorted(features)}"
         advertised_but_missing = NOT_IMPLEMENTED & features
         assert not advertised_but_missing, f"advertises unimplemented {advertised_but_missing}"
+        assert not ACCOUNT_IMPLEMENTED & features, "the archive is the account's, not the server's"
         identities = {(cat, typ) for cat, typ, _lang, _name in info["identities"]}
         assert ("server", "im") in identities, identities
     finally:
@@ -62,6 +64,8 @@ async def test_account_disco_info(server):
         identities = {(cat, typ) for cat, typ, _lang, _name in info["identities"]}
         assert ("account", "registered") in identities, identities
         assert not NOT_IMPLEMENTED & set(info["features"])
+        missing = ACCOUNT_IMPLEMENTED - set(info["features"])
+        assert not missing, f"missing account features {missing}"
     finally:
         await c.logout()
 

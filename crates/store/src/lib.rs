@@ -207,16 +207,11 @@ impl Store {
 
 /// Opens a SQLite pool with the pragmas every connection needs.
 async fn connect_sqlite(url: &str) -> Result<AnyPool, StoreError> {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let path = base
-        .strip_prefix("sqlite://")
-        .or_else(|| base.strip_prefix("sqlite:"))
-        .unwrap_or_default();
-    let memory =
-        path.is_empty() || path == ":memory:" || query.is_some_and(|q| q.contains("mode=memory"));
+    let SqliteUrl {
+        path,
+        query,
+        memory,
+    } = SqliteUrl::parse(url);
     let has_mode = query.is_some_and(|q| q.split('&').any(|kv| kv.starts_with("mode=")));
     let url = match (has_mode, query) {
         (true, _) => url.to_owned(),
@@ -268,19 +263,38 @@ async fn connect_sqlite(url: &str) -> Result<AnyPool, StoreError> {
     Ok(options.connect(&url).await?)
 }
 
+/// The parts of a `sqlite:` URL.
+struct SqliteUrl<'a> {
+    path: &'a str,
+    query: Option<&'a str>,
+    memory: bool,
+}
+
+impl<'a> SqliteUrl<'a> {
+    fn parse(url: &'a str) -> Self {
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (url, None),
+        };
+        let path = base
+            .strip_prefix("sqlite://")
+            .or_else(|| base.strip_prefix("sqlite:"))
+            .unwrap_or_default();
+        let memory = path.is_empty()
+            || path == ":memory:"
+            || query.is_some_and(|q| q.contains("mode=memory"));
+        SqliteUrl {
+            path,
+            query,
+            memory,
+        }
+    }
+}
+
 /// The file of a SQLite URL, `None` for an in-memory database.
 fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let path = base
-        .strip_prefix("sqlite://")
-        .or_else(|| base.strip_prefix("sqlite:"))
-        .unwrap_or_default();
-    let memory =
-        path.is_empty() || path == ":memory:" || query.is_some_and(|q| q.contains("mode=memory"));
-    (!memory && !path.contains('%')).then(|| std::path::PathBuf::from(path))
+    let u = SqliteUrl::parse(url);
+    (!u.memory && !u.path.contains('%')).then(|| std::path::PathBuf::from(u.path))
 }
 
 /// Creates the directory that will hold a SQLite file, so a fresh data dir just works.
