@@ -450,6 +450,15 @@ async fn scenario(database: Option<String>) {
         "",
     );
     assert!(postern(cfg, &["logs", "hold", "list"], "").contains("case 42"));
+    let typo = run(
+        cfg,
+        &["logs", "hold", "add", "bob@nowhere.test", "--reason", "x"],
+        "",
+    );
+    assert!(
+        !typo.status.success(),
+        "a hold on an address of no served domain protects nothing"
+    );
     let refused = run(
         cfg,
         &[

@@ -115,6 +115,13 @@ impl Config {
         if self.domains.is_empty() {
             out.push("at least one [[domain]] is required".into());
         }
+        for domain in self.xmpp.archive.retention_by_domain.keys() {
+            if !self.serves(domain) {
+                out.push(format!(
+                    "xmpp.archive.retention_by_domain: `{domain}` is not a served domain"
+                ));
+            }
+        }
         let mut seen = HashSet::new();
         for d in &self.domains {
             let name = d.name.to_ascii_lowercase();

@@ -202,6 +202,7 @@ impl Store {
         crate::roster::delete_owner_data(&mut tx, &address).await?;
         crate::blocking::delete_owner_data(&mut tx, &address).await?;
         crate::fast::delete_owner_data(&mut tx, &address).await?;
+        crate::archive::forget_owner(&mut tx, &address).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }

@@ -250,6 +250,8 @@ impl Store {
                 found.push((r.try_get("uid")?, r.try_get("id")?));
             }
         }
+        found.sort();
+        found.dedup();
         Ok(found)
     }
 
@@ -280,6 +282,7 @@ impl Store {
         }
         // Both tables' pages merged: the first `fetch` in the page's direction.
         rows.sort_by_key(|m| m.id);
+        rows.dedup_by_key(|m| m.id);
         if page.backwards {
             rows.reverse();
         }
@@ -322,6 +325,25 @@ impl Store {
         let (last, _) = self.archive_page(selection, &none, one(true)).await?;
         Ok(first.into_iter().next().zip(last.into_iter().next()))
     }
+}
+
+/// A deleted account's archive: its messages stay in the admin log (until retention or a
+/// purge), but leave its own MAM view, so that an account created again with the same
+/// address does not inherit them; its preferences and notice records go.
+pub(crate) async fn forget_owner(
+    conn: &mut sqlx::AnyConnection,
+    owner: &str,
+) -> Result<(), StoreError> {
+    for sql in [
+        "UPDATE archive_party SET visible = 0 WHERE owner = $1",
+        "UPDATE archive_party_log SET visible = 0 WHERE owner = $1",
+        "DELETE FROM archive_prefs WHERE owner = $1",
+        "DELETE FROM archive_prefs_jid WHERE owner = $1",
+        "DELETE FROM archive_notices WHERE owner = $1",
+    ] {
+        sqlx::query(sql).bind(owner).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// XEP-0313 preferences of one account.
@@ -407,11 +429,14 @@ impl Store {
     }
 }
 
-/// The party tables an archive's own query reads: the indexed one and the log of the newest
-/// rows; "" for the admin log's queries over every message.
+/// The party tables an archive's own query reads: the log of the newest rows and the
+/// indexed one; "" for the admin log's queries over every message. Counts (and
+/// conversation counts) read while a flush commits may count its rows twice.
 fn tables(selection: &Selection) -> &'static [&'static str] {
     match selection {
-        Selection::Own(_) | Selection::Account(_) => &["archive_party", "archive_party_log"],
+        // The log first: a flush that commits between the two reads moves rows from the log
+        // into the party table, so they are read twice (and kept once), never missed.
+        Selection::Own(_) | Selection::Account(_) => &["archive_party_log", "archive_party"],
         Selection::Domain(_) | Selection::Everyone => &[""],
     }
 }
@@ -434,12 +459,14 @@ impl Store {
         let Some(upto) = upto else {
             return Ok(0);
         };
-        // A message deleted meanwhile (a purge) leaves its log rows behind: not moved.
+        // A message deleted meanwhile (a purge) leaves its log rows behind: not moved. Two
+        // flushes at once (the server's and a purge's, on PostgreSQL where they do not wait
+        // for each other) move the same rows: the second's are skipped.
         sqlx::query(
             "INSERT INTO archive_party (owner, msg, peer, domain, visible) \
              SELECT l.owner, l.msg, l.peer, l.domain, l.visible FROM archive_party_log l \
              WHERE l.seq <= $1 AND EXISTS (SELECT 1 FROM archive a WHERE a.id = l.msg) \
-             ORDER BY l.owner, l.msg",
+             ORDER BY l.owner, l.msg ON CONFLICT (owner, msg) DO NOTHING",
         )
         .bind(upto)
         .execute(&mut *tx)
@@ -556,13 +583,27 @@ impl Sql {
                 self.push("))");
             }
         }
+        // Each also as a bound on the order (found through the stamp index), so that a
+        // query from `start` does not walk the archive from its oldest message.
         if let Some(start) = filter.start_us {
             self.push(" AND a.stamp_us >= ");
             self.int(start);
+            self.push(&format!(
+                " AND {} >= (SELECT MIN(s.id) FROM archive s WHERE s.stamp_us >= ",
+                self.key
+            ));
+            self.int(start);
+            self.push(")");
         }
         if let Some(end) = filter.end_us {
             self.push(" AND a.stamp_us <= ");
             self.int(end);
+            self.push(&format!(
+                " AND {} <= (SELECT MAX(s.id) FROM archive s WHERE s.stamp_us <= ",
+                self.key
+            ));
+            self.int(end);
+            self.push(")");
         }
         if let Some(after) = filter.after {
             self.push(&format!(" AND {} > ", self.key));
@@ -691,9 +732,17 @@ impl Store {
         filter: &ArchiveFilter,
         limit: usize,
     ) -> Result<Vec<Conversation>, StoreError> {
-        let columns = "CASE WHEN a.sender < a.recipient THEN a.sender ELSE a.recipient END AS pa, \
-             CASE WHEN a.sender < a.recipient THEN a.recipient ELSE a.sender END AS pb, \
-             COUNT(*) AS n, MIN(a.stamp_us) AS first_us, MAX(a.stamp_us) AS last_us";
+        // Byte order on both (PostgreSQL's default collation would order differently).
+        let less = match self.backend {
+            Backend::Sqlite => "a.sender < a.recipient",
+            Backend::Postgres => "a.sender COLLATE \"C\" < a.recipient COLLATE \"C\"",
+        };
+        let columns = format!(
+            "CASE WHEN {less} THEN a.sender ELSE a.recipient END AS pa, \
+             CASE WHEN {less} THEN a.recipient ELSE a.sender END AS pb, \
+             COUNT(*) AS n, MIN(a.stamp_us) AS first_us, MAX(a.stamp_us) AS last_us"
+        );
+        let columns = columns.as_str();
         let filter = ArchiveFilter {
             words: None,
             ids: None,

@@ -850,7 +850,11 @@ async fn archive_pages_filters_and_searches_alike_on_both_databases() {
             "hidden from alice, Café",
             2_000,
         ));
-        store.archive_insert(&batch).await.expect("insert");
+        // The first half's party rows moved into their index, the rest still in the log:
+        // readers see both.
+        store.archive_insert(&batch[..15]).await.expect("insert");
+        while store.archive_flush(7).await.expect("flush") > 0 {}
+        store.archive_insert(&batch[15..]).await.expect("insert");
         let own = Selection::Own(alice.clone());
         let all = ArchiveFilter::default();
 
@@ -1054,6 +1058,26 @@ async fn archive_pages_filters_and_searches_alike_on_both_databases() {
                 .await
                 .expect("bounds")
                 .is_none()
+        );
+
+        // A deleted account's messages leave its own view, not the admin log.
+        store
+            .account_delete("carol", &format!("{s}.test"))
+            .await
+            .expect("delete");
+        assert_eq!(
+            store
+                .archive_count(&Selection::Own(carol.clone()), &all)
+                .await
+                .expect("count"),
+            0
+        );
+        assert_eq!(
+            store
+                .archive_count(&Selection::Account(carol.clone()), &all)
+                .await
+                .expect("count"),
+            1
         );
 
         // A batch is all or nothing: a duplicate uid fails it whole.

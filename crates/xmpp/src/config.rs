@@ -121,6 +121,13 @@ impl XmppConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut out = self.archive.problems();
         let l = &self.limits;
+        if self.archive.enabled && self.archive.max_page + 1 > l.session_queue {
+            out.push(format!(
+                "xmpp.archive.max_page ({}) must be below xmpp.limits.session_queue ({}): a MAM \
+                 page is queued to the session at once",
+                self.archive.max_page, l.session_queue
+            ));
+        }
         if self.enabled && self.starttls.is_empty() && self.direct_tls.is_empty() {
             out.push(
                 "xmpp: enabled but neither `starttls` nor `direct_tls` lists an address".into(),

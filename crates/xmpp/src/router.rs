@@ -144,6 +144,8 @@ type CloseFn = Arc<dyn Fn(&Server, &Arc<Session>) -> Option<Element> + Send + Sy
 type Bind2Fn = Arc<dyn Fn(&Server, &Arc<Session>, Element) -> Option<Element> + Send + Sync>;
 /// See [`RouterBuilder::barrier`].
 type BarrierFn = Arc<dyn Fn(&Server, &Arc<Session>) -> Option<BoxFuture<bool>> + Send + Sync>;
+/// See [`RouterBuilder::on_shutdown`].
+type ShutdownFn = Arc<dyn Fn(Server) -> BoxFuture<()> + Send + Sync>;
 /// See [`RouterBuilder::task`].
 pub type TaskFn =
     Arc<dyn Fn(Server, tokio::sync::watch::Receiver<bool>) -> BoxFuture<()> + Send + Sync>;
@@ -183,6 +185,7 @@ pub struct RouterBuilder {
     bind2: Vec<(String, String, Bind2Fn)>,
     tasks: Vec<TaskFn>,
     barriers: Vec<BarrierFn>,
+    shutdown: Vec<ShutdownFn>,
     /// What clients are offered (stream features, mechanisms, inline features, disco).
     offers: Features,
     /// Registrations that clash, reported by [`RouterBuilder::build`].
@@ -394,6 +397,12 @@ impl RouterBuilder {
         self.barriers.push(Arc::new(barrier));
     }
 
+    /// Last work at shutdown, after every connection has closed (e.g. writing out what is
+    /// queued); the server waits for it.
+    pub fn on_shutdown(&mut self, hook: impl Fn(Server) -> BoxFuture<()> + Send + Sync + 'static) {
+        self.shutdown.push(Arc::new(hook));
+    }
+
     /// A background task of the module (e.g. expiry), started with the server's listeners;
     /// it ends when the shutdown signal turns true.
     pub fn task(
@@ -450,6 +459,7 @@ impl RouterBuilder {
             bind2: self.bind2,
             tasks: self.tasks,
             barriers: self.barriers,
+            shutdown: self.shutdown,
             offers: self.offers,
         })
     }
@@ -471,6 +481,7 @@ pub struct Router {
     bind2: Vec<(String, String, Bind2Fn)>,
     tasks: Vec<TaskFn>,
     barriers: Vec<BarrierFn>,
+    shutdown: Vec<ShutdownFn>,
     offers: Features,
 }
 
@@ -486,6 +497,13 @@ impl Router {
             }
         }
         true
+    }
+
+    /// Runs the modules' shutdown work ([`RouterBuilder::on_shutdown`]).
+    pub async fn shut_down(&self, server: &Server) {
+        for hook in &self.shutdown {
+            hook(server.clone()).await;
+        }
     }
 
     /// The modules' background tasks ([`RouterBuilder::task`]).

@@ -117,6 +117,7 @@ impl Server {
         {
             tracing::warn!("connections still open after the shutdown grace period");
         }
+        self.router.shut_down(&self).await;
     }
 
     /// Whether `domain` is one we serve (not a sub-service).

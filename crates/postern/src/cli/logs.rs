@@ -144,7 +144,8 @@ pub async fn run(config: &Config, cmd: LogsCmd) -> anyhow::Result<()> {
         } => {
             let (selection, mut f) = parse(&filter)?;
             f.words = text.clone();
-            audit(&store, "search", &describe(&filter, text.as_deref())).await?;
+            let action = if follow { "follow" } else { "search" };
+            audit(&store, action, &describe(&filter, text.as_deref())).await?;
             let (page, complete) = store
                 .archive_page(
                     &selection,
@@ -325,13 +326,15 @@ pub async fn run(config: &Config, cmd: LogsCmd) -> anyhow::Result<()> {
                 }
                 entries += e;
                 messages += m;
+                // A running server's archive writer gets the database between batches.
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             println!(
                 "deleted {entries} archive entries ({messages} messages no archive holds any more) of {scope}"
             );
         }
         LogsCmd::Hold(HoldCmd::Add { account, reason }) => {
-            let account = account.trim().to_lowercase();
+            let account = served_address(config, &account)?;
             audit(&store, "hold", &format!("{account}: {reason}")).await?;
             store
                 .hold_place(&Hold {
@@ -364,6 +367,22 @@ pub async fn run(config: &Config, cmd: LogsCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A bare address of a served domain (a hold on anything else would protect nothing).
+fn served_address(config: &Config, address: &str) -> anyhow::Result<String> {
+    let address = address.trim().to_lowercase();
+    match address.split_once('@') {
+        Some((local, domain))
+            if !local.is_empty() && !domain.contains('/') && config.serves(domain) =>
+        {
+            Ok(address)
+        }
+        _ => bail!(
+            "`{address}` is not an account address of a served domain ({})",
+            config.domain_names().join(", ")
+        ),
+    }
 }
 
 /// Who runs this command, for the audit trail.

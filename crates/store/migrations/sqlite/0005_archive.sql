@@ -7,7 +7,7 @@
 -- admin log still has it). Retention deletes party rows per domain, then messages no party
 -- holds any more.
 CREATE TABLE archive (
-    id INTEGER PRIMARY KEY,             -- archiving order
+    id INTEGER PRIMARY KEY AUTOINCREMENT, -- archiving order, never reused (cursors)
     uid TEXT NOT NULL UNIQUE,           -- XEP-0359 stanza-id, the MAM result id
     stamp_us BIGINT NOT NULL,           -- when the server took it, µs since the Unix epoch
     sender TEXT NOT NULL,               -- bare JID
@@ -61,11 +61,12 @@ END;
 CREATE TRIGGER archive_fts_delete AFTER DELETE ON archive WHEN old.body <> '' BEGIN
     INSERT INTO archive_fts (archive_fts, rowid, body) VALUES ('delete', old.id, old.body);
 END;
-CREATE TRIGGER archive_fts_unindex AFTER UPDATE OF body ON archive WHEN old.body <> '' BEGIN
-    INSERT INTO archive_fts (archive_fts, rowid, body) VALUES ('delete', old.id, old.body);
-END;
-CREATE TRIGGER archive_fts_reindex AFTER UPDATE OF body ON archive WHEN new.body <> '' BEGIN
-    INSERT INTO archive_fts (rowid, body) VALUES (new.id, new.body);
+-- One trigger for both halves of an update: SQLite runs the newest trigger first, so two
+-- would re-index before un-indexing.
+CREATE TRIGGER archive_fts_update AFTER UPDATE OF body ON archive BEGIN
+    INSERT INTO archive_fts (archive_fts, rowid, body)
+        SELECT 'delete', old.id, old.body WHERE old.body <> '';
+    INSERT INTO archive_fts (rowid, body) SELECT new.id, new.body WHERE new.body <> '';
 END;
 
 -- XEP-0313 preferences: the default per account, and the always/never lists.

@@ -30,6 +30,10 @@ use crate::server::Server;
 use crate::sessions::{Attach, Outbound, Session};
 use crate::stanza::{Inbound, error_reply};
 
+/// The longest a session waits for the work its routings left running (an archive write)
+/// before it tells its client what was handled; past it the session ends with an error.
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
 /// Routings waiting in a session's routing task. Reading pauses while it is full.
 const INBOUND_QUEUE: usize = 32;
 
@@ -450,7 +454,13 @@ impl Routing {
             return false;
         }
         let (server, session) = (&self.ctx.server, &self.ctx.session);
-        server.router.barriers(server, session).await
+        // Bounded: a store that hangs fails the session rather than freezing it.
+        tokio::time::timeout(SETTLE_LIMIT, server.router.barriers(server, session))
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!(jid = %session.jid, "work left by routing did not finish in time");
+                false
+            })
     }
 
     async fn routed(&mut self) -> bool {

@@ -3,7 +3,7 @@
 //!
 //! - [`mod@self`]: which messages are archived, and the message hook that does it: after
 //!   blocking, before carbons (so that carbon copies carry the stanza-id) and delivery.
-//! - [`writer`]: one batched writer; a message is delivered once its batch is committed.
+//! - [`writer`]: one batched writer; what the session acknowledges (XEP-0198) waits for it.
 //! - [`stanza_id`]: XEP-0359 ids (the archive id), forged ones removed.
 //! - [`prefs`]: XEP-0313 preferences, which decide what a user's own archive shows.
 //! - [`mam`]: the queries (form, RSM paging, metadata, XEP-0431 full text); an admin account
@@ -175,6 +175,31 @@ pub fn register(r: &mut RouterBuilder, config: &ArchiveConfig) {
     let archive: Arc<Archive> = Arc::default();
     r.task(|server, shutdown| Box::pin(retention::run(server, shutdown)));
     r.barrier(|_, session| committed(session));
+    // Delivered messages still queued for the writer are written before the process ends.
+    r.on_shutdown({
+        let archive = archive.clone();
+        move |server| {
+            let archive = archive.clone();
+            Box::pin(async move {
+                archive.sync().await;
+                loop {
+                    match server
+                        .store
+                        .archive_flush(postern_store::archive::FLUSH_ROWS)
+                        .await
+                    {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) => {
+                            // The log is read as it is; the next start moves it.
+                            tracing::warn!(error = %e, "archive flush at shutdown failed");
+                            break;
+                        }
+                    }
+                }
+            })
+        }
+    });
     r.outbound_filter(STANZA_ID_FILTER, |server, session, el| {
         crate::router::Filtered::Pass(stanza_id::only_own(server, session, el))
     });
@@ -255,7 +280,7 @@ fn worth_archiving(m: &Message) -> bool {
             .any(|p| KEPT_PAYLOADS.contains(&p.ns().as_str()))
 }
 
-/// The message hook: archives `m` if it is worth it, and passes it on once committed.
+/// The message hook: queues `m` for the archive if it is worth it, and passes it on.
 async fn keep(archive: &Archive, ctx: Ctx, dest: Dest, mut m: Message) -> Option<Message> {
     let server = &ctx.server;
     stanza_id::strip_forged(server, &mut m);
