@@ -245,7 +245,7 @@ async fn scenario(database: Option<String>) {
         .arg("--config")
         .arg(cfg)
         .args([
-            "logs", "search", "--domain", &d, "--text", "followme", "--json", "--follow",
+            "logs", "search", "--domain", &d, "--text", "usual", "--json", "--follow",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -262,14 +262,22 @@ async fn scenario(database: Option<String>) {
             let _ = lines_tx.send(line);
         }
     });
-    // Its first poll reads the newest id; a message before that would count as old.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    say(&mut bob, format!("alice@{d}/phone"), "followme: fresh news").await;
+    // First what matches already: once it is shown, what follows is new.
+    let old = lines_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("--follow showed no match");
+    assert!(old.contains("see you at the usual place"), "{old}");
+    say(
+        &mut bob,
+        format!("alice@{d}/phone"),
+        "the usual: fresh news",
+    )
+    .await;
     bob.sync("b2").await.unwrap();
     let line = lines_rx
         .recv_timeout(Duration::from_secs(10))
-        .expect("--follow showed nothing");
-    assert!(line.contains("followme: fresh news"), "{line}");
+        .expect("--follow showed nothing new");
+    assert!(line.contains("the usual: fresh news"), "{line}");
     follow.kill().unwrap();
     follow.wait().unwrap();
 

@@ -7,10 +7,14 @@
 //! message falls with the batch (indexes are written once per page per commit).
 
 use postern_store::{NewArchived, Store};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Messages waiting for the writer; past it, routing waits for room (back-pressure).
 const QUEUE: usize = 4096;
+/// And their bytes (XML and text): a slow database holds at most this much in the queue.
+const QUEUE_BYTES: usize = 64 << 20;
 /// Party rows written to the log before they are moved into the indexed table
 /// ([`postern_store::Store::archive_flush`]): the more at once, the fewer index pages
 /// written per row. Measured with `archive_bench 20000 256`: 83 us per message with the party
@@ -23,7 +27,7 @@ const FLUSH_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 // hundred bytes on the rare marker.
 #[allow(clippy::large_enum_variant)]
 enum Job {
-    Row(NewArchived, oneshot::Sender<bool>),
+    Row(NewArchived, oneshot::Sender<bool>, OwnedSemaphorePermit),
     /// Answered once everything queued before it is committed.
     Marker(oneshot::Sender<()>),
 }
@@ -32,6 +36,7 @@ enum Job {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
+    bytes: Arc<Semaphore>,
 }
 
 impl Writer {
@@ -40,15 +45,22 @@ impl Writer {
     pub fn spawn(store: Store, max_batch: usize) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run(store, rx, max_batch.max(1)));
-        Writer { tx }
+        Writer {
+            tx,
+            bytes: Arc::new(Semaphore::new(QUEUE_BYTES)),
+        }
     }
 
     /// Queues `m` (waiting only for room in the queue); the receipt says, once the batch is
     /// committed, whether it was written.
     pub async fn submit(&self, m: NewArchived) -> oneshot::Receiver<bool> {
         let (done, committed) = oneshot::channel();
+        let cost = (m.xml.len() + m.body.len()).clamp(1, QUEUE_BYTES);
+        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
         // If the writer is gone, `done` is dropped with the job and the receipt reads false.
-        let _ = self.tx.send(Job::Row(m, done)).await;
+        if let Ok(room) = self.bytes.clone().acquire_many_owned(cost).await {
+            let _ = self.tx.send(Job::Row(m, done, room)).await;
+        }
         committed
     }
 
@@ -66,6 +78,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
     let mut rows = Vec::with_capacity(max_batch);
     let mut waiting = Vec::with_capacity(max_batch);
     let mut markers = Vec::new();
+    let mut held = Vec::with_capacity(max_batch);
     // Party rows added to the log since the last flush (after a restart: unknown, so the
     // first idle second flushes whatever is there).
     let mut logged = 1;
@@ -86,9 +99,10 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
         // Everything that queued during the last commit goes into this one.
         while let Some(job) = next.take() {
             match job {
-                Job::Row(row, done) => {
+                Job::Row(row, done, room) => {
                     rows.push(row);
                     waiting.push(done);
+                    held.push(room);
                 }
                 Job::Marker(done) => markers.push(done),
             }
@@ -108,6 +122,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
             let _ = done.send(());
         }
         rows.clear();
+        held.clear();
     }
 }
 
