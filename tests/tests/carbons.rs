@@ -112,7 +112,7 @@ async fn enabled_resources_see_both_sides_and_private_messages_stay_private() {
     a2.send("<iq type='set' id='c2'><disable xmlns='urn:xmpp:carbons:2'/></iq>")
         .await
         .unwrap();
-    a2.read_until("c2").await.unwrap();
+    a2.read_until("id='c2'").await.unwrap();
     bob.send(&chat("alice@localhost/a1", "four", ""))
         .await
         .unwrap();

@@ -586,24 +586,10 @@ impl Sql {
         // Each also as a bound on the order (found through the stamp index), so that a
         // query from `start` does not walk the archive from its oldest message.
         if let Some(start) = filter.start_us {
-            self.push(" AND a.stamp_us >= ");
-            self.int(start);
-            self.push(&format!(
-                " AND {} >= (SELECT MIN(s.id) FROM archive s WHERE s.stamp_us >= ",
-                self.key
-            ));
-            self.int(start);
-            self.push(")");
+            self.stamp_bound(">=", "MIN", start);
         }
         if let Some(end) = filter.end_us {
-            self.push(" AND a.stamp_us <= ");
-            self.int(end);
-            self.push(&format!(
-                " AND {} <= (SELECT MAX(s.id) FROM archive s WHERE s.stamp_us <= ",
-                self.key
-            ));
-            self.int(end);
-            self.push(")");
+            self.stamp_bound("<=", "MAX", end);
         }
         if let Some(after) = filter.after {
             self.push(&format!(" AND {} > ", self.key));
@@ -654,6 +640,19 @@ impl Sql {
                 }
             }
         }
+    }
+
+    /// `stamp_us OP us`, and the same as a bound on the order key: the `AGG` id of the
+    /// messages so stamped.
+    fn stamp_bound(&mut self, op: &str, agg: &str, us: i64) {
+        self.push(&format!(" AND a.stamp_us {op} "));
+        self.int(us);
+        self.push(&format!(
+            " AND {} {op} (SELECT {agg}(s.id) FROM archive s WHERE s.stamp_us {op} ",
+            self.key
+        ));
+        self.int(us);
+        self.push(")");
     }
 
     fn push(&mut self, s: &str) {
