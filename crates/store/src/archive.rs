@@ -44,6 +44,24 @@ pub struct Party {
     pub visible: bool,
 }
 
+impl Party {
+    /// The owner's domain (a room's service domain, later).
+    pub fn domain(&self) -> &str {
+        self.owner.rsplit_once('@').map_or(&self.owner, |(_, d)| d)
+    }
+}
+
+/// `($1, …, $cols), (…)` for `rows` rows of `cols` bound values each.
+fn values(cols: usize, rows: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// An archived message as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Archived {
@@ -141,24 +159,7 @@ impl Store {
                 "INSERT INTO archive (uid, stamp_us, sender, sender_resource, recipient, \
                  recipient_resource, kind, body, xml) VALUES ",
             );
-            for i in 0..chunk.len() {
-                let b = i * 9;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9
-                ));
-            }
+            sql.push_str(&values(9, chunk.len()));
             sql.push_str(" RETURNING id, uid");
             // Built from numbered placeholders only; the values are bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -191,28 +192,14 @@ impl Store {
                 let mut sql = String::from(
                     "INSERT INTO archive_party_log (owner, msg, peer, domain, visible) VALUES ",
                 );
-                for i in 0..part.len() {
-                    let b = i * 5;
-                    if i > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&format!(
-                        "(${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5
-                    ));
-                }
+                sql.push_str(&values(5, part.len()));
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for (id, p) in part {
-                    let domain = p.owner.rsplit_once('@').map_or(&*p.owner, |(_, d)| d);
                     q = q
                         .bind(&p.owner)
                         .bind(*id)
                         .bind(&p.peer)
-                        .bind(domain.to_owned())
+                        .bind(p.domain())
                         .bind(i64::from(p.visible));
                 }
                 q.execute(&mut *tx).await?;
@@ -445,6 +432,17 @@ fn tables(selection: &Selection) -> &'static [&'static str] {
 pub const FLUSH_ROWS: usize = 8192;
 
 impl Store {
+    /// Moves the whole party log, [`FLUSH_ROWS`] a transaction; returns how many rows moved.
+    pub async fn archive_flush_all(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            match self.archive_flush(FLUSH_ROWS).await? {
+                0 => return Ok(total),
+                n => total += n,
+            }
+        }
+    }
+
     /// Moves up to `max` of the oldest rows of the party log into the indexed party table,
     /// sorted by owner (one transaction). Returns how many moved; 0 when the log is empty.
     pub async fn archive_flush(&self, max: usize) -> Result<u64, StoreError> {
@@ -511,18 +509,23 @@ enum Arg {
 }
 
 impl Sql {
+    fn new(key: &'static str, head: &str) -> Sql {
+        Sql {
+            key,
+            text: head.to_owned(),
+            n: 0,
+            args: Vec::new(),
+        }
+    }
+
     /// `SELECT columns` of the messages `selection` reads. An archive's own queries run on
     /// its party rows (their primary key is the archive's order), the admin log's over
     /// every message. For an archive's own queries, `table` names the party rows:
     /// `archive_party` or `archive_party_log` ([`tables`]).
     fn select_in(columns: &str, selection: &Selection, table: &str) -> Sql {
         let party = matches!(selection, Selection::Own(_) | Selection::Account(_));
-        let mut sql = Sql {
-            key: if party { "p.msg" } else { "a.id" },
-            text: format!("SELECT {columns} FROM "),
-            n: 0,
-            args: Vec::new(),
-        };
+        let key = if party { "p.msg" } else { "a.id" };
+        let mut sql = Sql::new(key, &format!("SELECT {columns} FROM "));
         match selection {
             Selection::Own(owner) => {
                 sql.push(&format!(
@@ -653,6 +656,22 @@ impl Sql {
         ));
         self.int(us);
         self.push(")");
+    }
+
+    /// The party rows `p` (joined with `a`) that retention or a purge may delete: stamped
+    /// before `before_us`, of `domain` / `owner` when given, not on hold.
+    fn expirable(&mut self, domain: Option<&str>, owner: Option<&str>, before_us: i64) {
+        self.push("a.stamp_us < ");
+        self.int(before_us);
+        if let Some(d) = domain {
+            self.push(" AND p.domain = ");
+            self.text(d.to_owned());
+        }
+        if let Some(o) = owner {
+            self.push(" AND p.owner = ");
+            self.text(o.to_owned());
+        }
+        self.push(" AND NOT EXISTS (SELECT 1 FROM archive_holds h WHERE h.owner = p.owner)");
     }
 
     fn push(&mut self, s: &str) {
@@ -787,29 +806,14 @@ impl Store {
         batch: usize,
     ) -> Result<(u64, u64), StoreError> {
         // Party rows still in the log are the newest, but a purge up to now wants them too.
-        while self.archive_flush(FLUSH_ROWS).await? > 0 {}
-        let mut sql = Sql {
-            key: "p.msg",
-            text: String::from(
-                "DELETE FROM archive_party WHERE (owner, msg) IN (SELECT p.owner, p.msg \
-                 FROM archive_party p JOIN archive a ON a.id = p.msg WHERE a.stamp_us < ",
-            ),
-            n: 0,
-            args: Vec::new(),
-        };
-        sql.int(before_us);
-        if let Some(d) = domain {
-            sql.push(" AND p.domain = ");
-            sql.text(d.to_owned());
-        }
-        if let Some(o) = owner {
-            sql.push(" AND p.owner = ");
-            sql.text(o.to_owned());
-        }
-        sql.push(&format!(
-            " AND NOT EXISTS (SELECT 1 FROM archive_holds h WHERE h.owner = p.owner) LIMIT {})",
-            batch.max(1)
-        ));
+        self.archive_flush_all().await?;
+        let mut sql = Sql::new(
+            "p.msg",
+            "DELETE FROM archive_party WHERE (owner, msg) IN (SELECT p.owner, p.msg \
+             FROM archive_party p JOIN archive a ON a.id = p.msg WHERE ",
+        );
+        sql.expirable(domain, owner, before_us);
+        sql.push(&format!(" LIMIT {})", batch.max(1)));
         let parties = sql.execute(self).await?;
         let orphans = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM archive WHERE id IN (SELECT a.id FROM archive a WHERE a.stamp_us < $1 \
@@ -831,26 +835,12 @@ impl Store {
         owner: Option<&str>,
         before_us: i64,
     ) -> Result<i64, StoreError> {
-        while self.archive_flush(FLUSH_ROWS).await? > 0 {}
-        let mut sql = Sql {
-            key: "p.msg",
-            text: String::from(
-                "SELECT COUNT(*) AS n FROM archive_party p JOIN archive a ON a.id = p.msg \
-                 WHERE a.stamp_us < ",
-            ),
-            n: 0,
-            args: Vec::new(),
-        };
-        sql.int(before_us);
-        if let Some(d) = domain {
-            sql.push(" AND p.domain = ");
-            sql.text(d.to_owned());
-        }
-        if let Some(o) = owner {
-            sql.push(" AND p.owner = ");
-            sql.text(o.to_owned());
-        }
-        sql.push(" AND NOT EXISTS (SELECT 1 FROM archive_holds h WHERE h.owner = p.owner)");
+        self.archive_flush_all().await?;
+        let mut sql = Sql::new(
+            "p.msg",
+            "SELECT COUNT(*) AS n FROM archive_party p JOIN archive a ON a.id = p.msg WHERE ",
+        );
+        sql.expirable(domain, owner, before_us);
         let rows = sql.fetch_all(self).await?;
         Ok(rows
             .first()
@@ -925,14 +915,10 @@ impl Store {
         actor: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut sql = Sql {
-            key: "id",
-            text: String::from(
-                "SELECT id, at_ms, actor, action, detail FROM audit_log WHERE at_ms >= ",
-            ),
-            n: 0,
-            args: Vec::new(),
-        };
+        let mut sql = Sql::new(
+            "id",
+            "SELECT id, at_ms, actor, action, detail FROM audit_log WHERE at_ms >= ",
+        );
         sql.int(since_ms);
         if let Some(a) = actor {
             sql.push(" AND actor = ");

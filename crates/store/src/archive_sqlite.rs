@@ -60,10 +60,9 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_timeout(std::time::Duration::from_millis(
         crate::SQLITE_BUSY_TIMEOUT_MS,
     ))?;
-    conn.execute_batch(
-        "PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-         PRAGMA cache_size = -65536; PRAGMA mmap_size = 1073741824;",
-    )?;
+    for pragma in crate::SQLITE_PRAGMAS {
+        conn.execute_batch(pragma)?;
+    }
     Ok(conn)
 }
 
@@ -92,8 +91,13 @@ fn write(conn: &mut Connection, batch: &[NewArchived]) -> rusqlite::Result<()> {
             ])?;
             let id = tx.last_insert_rowid();
             for p in &m.parties {
-                let domain = p.owner.rsplit_once('@').map_or(&*p.owner, |(_, d)| d);
-                party.execute(params![p.owner, id, p.peer, domain, i64::from(p.visible)])?;
+                party.execute(params![
+                    p.owner,
+                    id,
+                    p.peer,
+                    p.domain(),
+                    i64::from(p.visible)
+                ])?;
             }
         }
     }

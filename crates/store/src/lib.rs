@@ -50,11 +50,21 @@ pub use roster::{RosterItem, Subscription};
 
 /// How long (ms) a SQLite connection waits for another writer before giving up. Writers are
 /// short (a few rows), so a long wait means something is stuck rather than busy.
-macro_rules! sqlite_busy_timeout_ms {
-    () => {
-        "10000"
-    };
-}
+pub(crate) const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
+
+/// What every SQLite connection runs first (the pool's and the archive writer's own; the
+/// busy timeout is set beside them). The archive's indexes outgrow SQLite's 2 MB default page
+/// cache early (a million messages: some 100 MB of them): a page evicted is read again
+/// through a system call at the next write into it. A 64 MiB cache per connection (allocated
+/// as used) and reads through mmap keep them in memory; at 20,000 messages it is already
+/// 95 -> 90 us per archived message (`archive_bench 20000 512`).
+pub(crate) const SQLITE_PRAGMAS: [&str; 5] = [
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA cache_size = -65536",
+    "PRAGMA mmap_size = 1073741824",
+];
 
 /// Errors from the store. Callers mostly map them to an internal-server-error; the variants
 /// exist so that logs say which layer failed.
@@ -126,9 +136,6 @@ pub struct Store {
     /// The archive's own write path on a SQLite file ([`archive_sqlite`]).
     native: Option<archive_sqlite::NativeWriter>,
 }
-
-/// [`sqlite_busy_timeout_ms`] as a number.
-pub(crate) const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -224,29 +231,13 @@ async fn connect_sqlite(url: &str) -> Result<AnyPool, StoreError> {
 
     let options = AnyPoolOptions::new().after_connect(|conn, _meta| {
         Box::pin(async move {
-            sqlx::query(concat!("PRAGMA busy_timeout = ", sqlite_busy_timeout_ms!()))
+            let timeout = format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}");
+            sqlx::query(sqlx::AssertSqlSafe(timeout))
                 .execute(&mut *conn)
                 .await?;
-            sqlx::query("PRAGMA foreign_keys = ON")
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *conn)
-                .await?;
-            // The archive's indexes outgrow SQLite's 2 MB default page cache early (a million
-            // messages: some 100 MB of them): a page evicted is read again through a system
-            // call at the next write into it. A 64 MiB cache per connection (allocated as
-            // used) and reads through mmap keep them in memory. At 20,000 messages it is
-            // already 95 -> 90 us per archived message (`archive_bench 20000 512`).
-            sqlx::query("PRAGMA cache_size = -65536")
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query("PRAGMA mmap_size = 1073741824")
-                .execute(&mut *conn)
-                .await?;
+            for pragma in SQLITE_PRAGMAS {
+                sqlx::query(pragma).execute(&mut *conn).await?;
+            }
             Ok(())
         })
     });

@@ -177,7 +177,7 @@ impl Link {
                         }
                     }
                     Some(Outbound::Replaced) => {
-                        return End::Close(Some(stream_error(DefinedCondition::Conflict, "Replaced by a new connection with the same resource")));
+                        return End::Close(Some(replaced()));
                     }
                     None => return End::Close(None),
                 },
@@ -239,7 +239,7 @@ impl Link {
                             while let Ok(out) = self.rx.try_recv() {
                                 match out {
                                     Outbound::Stanza(el) => server.router.filter_outbound(&server, &session, el, None, &mut self.ready),
-                                    Outbound::Replaced => return End::Close(Some(stream_error(DefinedCondition::Conflict, "Replaced by a new connection with the same resource"))),
+                                    Outbound::Replaced => return End::Close(Some(replaced())),
                                 }
                             }
                             if !self.ready.is_empty() && write_all(xml, &mut self.ready, self.write_timeout).await.is_err() {
@@ -316,6 +316,14 @@ impl Link {
         }
         self.ready.clear();
     }
+}
+
+/// The stream error of a session another login with the same resource replaced.
+fn replaced() -> StreamError {
+    stream_error(
+        DefinedCondition::Conflict,
+        "Replaced by a new connection with the same resource",
+    )
 }
 
 /// Stream-level elements a client may send per second (a token bucket holding one second's

@@ -182,20 +182,9 @@ pub fn register(r: &mut RouterBuilder, config: &ArchiveConfig) {
             let archive = archive.clone();
             Box::pin(async move {
                 archive.sync().await;
-                loop {
-                    match server
-                        .store
-                        .archive_flush(postern_store::archive::FLUSH_ROWS)
-                        .await
-                    {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(e) => {
-                            // The log is read as it is; the next start moves it.
-                            tracing::warn!(error = %e, "archive flush at shutdown failed");
-                            break;
-                        }
-                    }
+                // What is left in the log is moved at the next start.
+                if let Err(e) = server.store.archive_flush_all().await {
+                    tracing::warn!(error = %e, "archive flush at shutdown failed");
                 }
             })
         }

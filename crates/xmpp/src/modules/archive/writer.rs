@@ -129,17 +129,11 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
 /// Moves the party log into the indexed table, in bulk; returns what is left to move (0, or
 /// what failed to move, to be tried again).
 async fn flush(store: &Store, logged: usize) -> usize {
-    loop {
-        match store
-            .archive_flush(postern_store::archive::FLUSH_ROWS)
-            .await
-        {
-            Ok(0) => return 0,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "archive party flush failed; trying again later");
-                return logged.max(1);
-            }
+    match store.archive_flush_all().await {
+        Ok(_) => 0,
+        Err(e) => {
+            tracing::warn!(error = %e, "archive party flush failed; trying again later");
+            logged.max(1)
         }
     }
 }
