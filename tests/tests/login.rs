@@ -223,7 +223,13 @@ async fn sasl_failures_carry_their_rfc_6120_conditions() {
     assert!(has(&raw.sasl_answer().await.unwrap(), "incorrect-encoding"));
     // Guessing the mechanism wrong is not guessing the password: the client may go on
     // (slixmpp tries three -PLUS variants on TLS 1.2 before plain SCRAM).
-    for m in ["SCRAM-SHA-1-PLUS-X", "X-TOKEN", "EXTERNAL"] {
+    // HT-SHA-256-NONE exists, but only inside SASL2.
+    for m in [
+        "SCRAM-SHA-1-PLUS-X",
+        "X-TOKEN",
+        "EXTERNAL",
+        "HT-SHA-256-NONE",
+    ] {
         raw.send(&format!(
             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{m}'>=</auth>"
         ))

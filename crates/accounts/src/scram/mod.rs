@@ -55,19 +55,6 @@ impl ScramHash {
         }
     }
 
-    /// Parses a SASL mechanism name into the hash and whether it is a -PLUS variant.
-    pub fn from_mechanism_name(name: &str) -> Option<(ScramHash, bool)> {
-        ScramHash::ALL.into_iter().find_map(|h| {
-            if name == h.mechanism_name(false) {
-                Some((h, false))
-            } else if name == h.mechanism_name(true) {
-                Some((h, true))
-            } else {
-                None
-            }
-        })
-    }
-
     /// PBKDF2 iterations for new credentials: RFC 7677's 4096 minimum for SHA-1 and SHA-256;
     /// more for SHA-512, whose rounds are cheaper per byte of output.
     pub fn default_iterations(self) -> u32 {

@@ -447,15 +447,7 @@ fn server_nonce_is_client_nonce_plus_32_base64_chars() {
 }
 
 #[test]
-fn mechanism_names_round_trip() {
-    for hash in ScramHash::ALL {
-        for plus in [false, true] {
-            assert_eq!(
-                ScramHash::from_mechanism_name(hash.mechanism_name(plus)),
-                Some((hash, plus))
-            );
-        }
-    }
+fn mechanism_names() {
     assert_eq!(ScramHash::Sha256.mechanism_name(true), "SCRAM-SHA-256-PLUS");
-    assert_eq!(ScramHash::from_mechanism_name("PLAIN"), None);
+    assert_eq!(ScramHash::Sha1.mechanism_name(false), "SCRAM-SHA-1");
 }

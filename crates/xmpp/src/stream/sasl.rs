@@ -53,7 +53,7 @@ fn framing(request: Option<&Element>) -> &'static str {
 /// The mechanisms this file runs, in order of preference (channel binding first).
 pub(super) fn register(r: &mut RouterBuilder) {
     for plus in [true, false] {
-        for hash in [ScramHash::Sha512, ScramHash::Sha256, ScramHash::Sha1] {
+        for hash in ScramHash::ALL {
             r.sasl_mechanism(Mechanism {
                 name: hash.mechanism_name(plus),
                 kind: MechanismKind::Scram { hash, plus },

@@ -127,11 +127,7 @@ pub(super) async fn succeed(
     // A tag that makes no valid resource is dropped rather than refused.
     let full = full_jid(&jid, &resource).or_else(|| full_jid(&jid, &random_hex()))?;
     let (session, rx) = bind_session(server, &full);
-    if let Some(id) = request
-        .get_child("user-agent", ns::SASL2)
-        .and_then(|a| a.attr("id"))
-        .filter(|id| !id.is_empty() && id.len() <= 128)
-    {
+    if let Some(id) = super::fast::agent(&request) {
         let id = id.to_owned();
         session
             .ext

@@ -363,7 +363,7 @@ impl NonzaBudget {
 async fn write_all(xml: &mut Xml, ready: &mut Vec<Element>, timeout: Duration) -> Result<(), ()> {
     for el in ready.drain(..) {
         let mut write = std::pin::pin!(xml.send(&el));
-        let done = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        let done = poll_once(write.as_mut()).await;
         let result = match done {
             Poll::Ready(r) => r,
             // Boxed: the timer lives only while a write waits, not in every idle session.
@@ -439,7 +439,7 @@ impl Routing {
             .task
             .as_ref()
             .is_none_or(|t| t.in_flight.load(Ordering::Acquire) == 0);
-        if idle && poll_once(&mut routing).await.is_ready() {
+        if idle && poll_once(routing.as_mut()).await.is_ready() {
             return;
         }
         let task = self.task.get_or_insert_with(RoutingTask::spawn);
@@ -529,6 +529,6 @@ impl RoutingTask {
 }
 
 /// Polls `fut` once with this task's waker.
-async fn poll_once(fut: &mut RouteFuture) -> Poll<()> {
+async fn poll_once<F: Future + ?Sized>(mut fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
 }
