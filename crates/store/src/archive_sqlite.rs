@@ -4,13 +4,14 @@
 //! medians): through sqlx's `Any` driver (multi-row INSERTs of 32 rows) a message cost 86 us,
 //! here 59 us. Reads, and PostgreSQL, stay on sqlx.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior, params};
 
 use crate::StoreError;
-use crate::archive::NewArchived;
+use crate::archive::{FTS_FILL, JidNumbers, NewArchived, Numbering, learn};
 
 /// The writer's connection, opened at its first use.
 #[derive(Debug, Clone)]
@@ -28,14 +29,18 @@ impl NativeWriter {
     }
 
     /// Writes `batch` in one transaction, on a blocking thread.
-    pub(crate) async fn insert(&self, batch: Vec<NewArchived>) -> Result<(), StoreError> {
+    pub(crate) async fn insert(
+        &self,
+        batch: Vec<NewArchived>,
+        jids: JidNumbers,
+    ) -> Result<(), StoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.insert_blocking(&batch))
+        tokio::task::spawn_blocking(move || this.insert_blocking(&batch, &jids))
             .await
             .map_err(|e| StoreError::Native(format!("archive writer thread: {e}")))?
     }
 
-    fn insert_blocking(&self, batch: &[NewArchived]) -> Result<(), StoreError> {
+    fn insert_blocking(&self, batch: &[NewArchived], jids: &JidNumbers) -> Result<(), StoreError> {
         let mut guard = self
             .conn
             .lock()
@@ -46,8 +51,16 @@ impl NativeWriter {
         let Some(conn) = guard.as_mut() else {
             return Err(StoreError::Native("no archive connection".into()));
         };
-        let result = write(conn, batch);
-        if result.is_err() {
+        let mut cache = jids.lock();
+        let mut numbering = Numbering {
+            known: &cache,
+            new: HashMap::new(),
+        };
+        let result = write(conn, batch, &mut numbering);
+        if result.is_ok() {
+            let new = numbering.new;
+            learn(&mut cache, new);
+        } else {
             // A fresh connection next time (the old one may be in a bad state).
             *guard = None;
         }
@@ -66,7 +79,11 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn write(conn: &mut Connection, batch: &[NewArchived]) -> rusqlite::Result<()> {
+fn write(
+    conn: &mut Connection,
+    batch: &[NewArchived],
+    numbering: &mut Numbering<'_>,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut message = tx.prepare_cached(
@@ -74,9 +91,9 @@ fn write(conn: &mut Connection, batch: &[NewArchived]) -> rusqlite::Result<()> {
              recipient_resource, kind, body, xml) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         let mut party = tx.prepare_cached(
-            "INSERT INTO archive_party_log (owner, msg, peer, domain, visible) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO archive_party_log (owner, msg, peer, visible) VALUES (?1, ?2, ?3, ?4)",
         )?;
+        let mut span = None;
         for m in batch {
             message.execute(params![
                 m.uid,
@@ -90,16 +107,38 @@ fn write(conn: &mut Connection, batch: &[NewArchived]) -> rusqlite::Result<()> {
                 m.xml
             ])?;
             let id = tx.last_insert_rowid();
+            let (first, _) = span.get_or_insert((id, id));
+            span = Some((*first, id));
             for p in &m.parties {
-                party.execute(params![
-                    p.owner,
-                    id,
-                    p.peer,
-                    p.domain(),
-                    i64::from(p.visible)
-                ])?;
+                let owner = number(&tx, numbering, &p.owner)?;
+                let peer = number(&tx, numbering, &p.peer)?;
+                party.execute(params![owner, id, peer, i64::from(p.visible)])?;
             }
+        }
+        if let Some((first, last)) = span {
+            tx.prepare_cached(FTS_FILL)?.execute(params![first, last])?;
         }
     }
     tx.commit()
+}
+
+/// The number of `jid`, given one in this transaction when it has none.
+fn number(tx: &Transaction<'_>, numbering: &mut Numbering<'_>, jid: &str) -> rusqlite::Result<i64> {
+    if let Some(n) = numbering.get(jid) {
+        return Ok(n);
+    }
+    let found = tx
+        .prepare_cached("SELECT id FROM archive_jid WHERE jid = ?1")?
+        .query_row([jid], |r| r.get(0))
+        .optional()?;
+    let n = match found {
+        Some(n) => n,
+        None => {
+            tx.prepare_cached("INSERT INTO archive_jid (jid, domain) VALUES (?1, ?2)")?
+                .execute(params![jid, crate::archive::domain_of(jid)])?;
+            tx.last_insert_rowid()
+        }
+    };
+    numbering.new.insert(jid.to_owned(), n);
+    Ok(n)
 }

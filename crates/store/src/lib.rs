@@ -135,6 +135,8 @@ pub struct Store {
     backend: Backend,
     /// The archive's own write path on a SQLite file ([`archive_sqlite`]).
     native: Option<archive_sqlite::NativeWriter>,
+    /// The archive's numbers of bare JIDs, as far as the writer has seen them.
+    jids: archive::JidNumbers,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -190,6 +192,7 @@ impl Store {
             pool,
             backend,
             native,
+            jids: archive::JidNumbers::default(),
         })
     }
 

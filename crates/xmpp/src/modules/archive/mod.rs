@@ -302,8 +302,12 @@ async fn keep(archive: &Archive, ctx: Ctx, dest: Dest, mut m: Message) -> Option
     }
     let stamp_us = Utc::now().timestamp_micros();
     let uid = stanza_id::new_id(stamp_us);
-    // Stored without the ids: a MAM result carries its id itself.
-    let xml = String::from(&Element::from(m.clone()));
+    // Stored without the ids: a MAM result carries its id itself. Written straight from
+    // the message (no clone into an `Element` first).
+    let xml = match xso::to_vec(&m).map(String::from_utf8) {
+        Ok(Ok(xml)) => xml,
+        _ => String::from(&Element::from(m.clone())),
+    };
     if recipient_keeps {
         stanza_id::add(&mut m, &uid, &recipient);
     }

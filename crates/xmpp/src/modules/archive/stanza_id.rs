@@ -8,7 +8,6 @@ use minidom::Element;
 use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::message::Message;
 use xmpp_parsers::ns;
-use xmpp_parsers::stanza_id::StanzaId;
 
 use crate::server::Server;
 use crate::sessions::Session;
@@ -18,11 +17,13 @@ use crate::sessions::Session;
 /// taking a write on a random page per message; the random part keeps them unguessable.
 pub fn new_id(stamp_us: i64) -> String {
     use rand::RngExt;
+    use std::fmt::Write as _;
     let random: [u8; 9] = rand::rng().random();
     let time = u64::try_from(stamp_us).unwrap_or(0) & 0x00ff_ffff_ffff_ffff;
-    let mut id = format!("{time:014x}");
+    let mut id = String::with_capacity(32);
+    let _ = write!(id, "{time:014x}");
     for b in random {
-        id.push_str(&format!("{b:02x}"));
+        let _ = write!(id, "{b:02x}");
     }
     id
 }
@@ -39,10 +40,14 @@ pub fn strip_forged(server: &Server, m: &mut Message) {
 
 /// Marks `m` as archived under `id` in `by`'s archive.
 pub fn add(m: &mut Message, id: &str, by: &BareJid) {
-    m.payloads.push(Element::from(StanzaId {
-        id: id.to_owned(),
-        by: Jid::from(by.clone()),
-    }));
+    // Built directly: through `StanzaId`'s conversion it cost 3% of the server's CPU under
+    // `bench/xmpp` messages.
+    m.payloads.push(
+        Element::builder("stanza-id", ns::SID)
+            .attr(minidom::rxml::xml_ncname!("id").to_owned(), id)
+            .attr(minidom::rxml::xml_ncname!("by").to_owned(), by.as_str())
+            .build(),
+    );
 }
 
 /// An archived message carries the id of each archive holding it; a session sees only its
@@ -70,13 +75,14 @@ pub fn only_own(server: &Server, session: &Session, mut el: Element) -> Element 
 }
 
 fn strip_others(server: &Server, message: &mut Element, me: &BareJid) {
+    // The `by` of a local archive's id is the bare JID as [`add`] wrote it (forged ones are
+    // gone), so comparing text is enough: no JID parsing per delivered message.
     let foreign = |c: &Element| {
         c.is("stanza-id", ns::SID)
-            && c.attr("by")
-                .and_then(|by| by.parse::<Jid>().ok())
-                .is_some_and(|by| {
-                    by.to_bare() != *me && server.is_local_domain(by.domain().as_str())
-                })
+            && c.attr("by").is_some_and(|by| {
+                by != me.as_str()
+                    && server.is_local_domain(by.rsplit_once('@').map_or(by, |(_, d)| d))
+            })
     };
     if !message.children().any(foreign) {
         return;
