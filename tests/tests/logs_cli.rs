@@ -1,5 +1,5 @@
 //! `postern logs` as an admin uses it: processes of the real binary reading the store of a
-//! real running server, on SQLite and (with `POSTERN_TEST_POSTGRES_URL`) on PostgreSQL:
+//! real running server, on SQLite and on PostgreSQL (`POSTERN_TEST_POSTGRES_URL`):
 //! search with every filter, the conversation view and JSON lines, conversations, exports to
 //! mbox, JSON and HTML, the audit trail of all of it (and of an admin's MAM read over XMPP),
 //! purges with a legal hold, retention by the server's own expiry task, and the login notice.
@@ -609,8 +609,7 @@ async fn the_log_reader_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_reader_on_postgres() {
-    match std::env::var("POSTERN_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => scenario(Some(url)).await,
-        _ => eprintln!("note: POSTERN_TEST_POSTGRES_URL not set, PostgreSQL part skipped"),
+    if let Some(url) = postern_store::testing::postgres_url() {
+        scenario(Some(url)).await;
     }
 }

@@ -1,5 +1,6 @@
 //! The same server on PostgreSQL: accounts, roster and offline storage through one set of
-//! queries. Runs when `POSTERN_TEST_POSTGRES_URL` names a database (`.ci/run` starts one).
+//! queries. Needs `POSTERN_TEST_POSTGRES_URL` (`scripts/test` starts one; see
+//! `postern_store::testing::postgres_url`).
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure, like the tests
 
@@ -10,8 +11,7 @@ use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 
 #[tokio::test]
 async fn chat_subscription_and_offline_delivery_work_on_postgresql() {
-    let Ok(url) = std::env::var("POSTERN_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: set POSTERN_TEST_POSTGRES_URL to run against PostgreSQL");
+    let Some(url) = postern_store::testing::postgres_url() else {
         return;
     };
     let server = TestServer::start_with(|c| c.database = Some(url))

@@ -34,6 +34,8 @@ pub mod groups;
 pub mod offline;
 pub mod pgp_certs;
 pub mod roster;
+#[doc(hidden)]
+pub mod testing;
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;

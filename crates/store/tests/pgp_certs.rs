@@ -1,4 +1,4 @@
-//! The pgp_certs tables on SQLite (and PostgreSQL when `POSTERN_TEST_POSTGRES_URL` is set):
+//! The pgp_certs tables on SQLite and PostgreSQL (`POSTERN_TEST_POSTGRES_URL`):
 //! put, replace, look up by address, list, delete.
 
 use postern_store::{PgpCertRow, Store};
@@ -88,15 +88,12 @@ async fn certs_are_stored_found_by_address_replaced_and_deleted() {
     let url = format!("sqlite://{}/postern.db", dir.path().display());
     let store = Store::connect(&url).await.expect("connect sqlite");
     scenario(store, &format!("s{}", std::process::id())).await;
-    match std::env::var("POSTERN_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => {
-            let store = Store::connect(&url).await.expect("connect postgres");
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            scenario(store, &format!("p{}x{nanos}", std::process::id())).await;
-        }
-        _ => eprintln!("note: POSTERN_TEST_POSTGRES_URL not set, PostgreSQL part skipped"),
+    if let Some(url) = postern_store::testing::postgres_url() {
+        let store = Store::connect(&url).await.expect("connect postgres");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        scenario(store, &format!("p{}x{nanos}", std::process::id())).await;
     }
 }

@@ -1,5 +1,6 @@
-//! Store scenarios, each run against SQLite in a temporary directory and, when
-//! `POSTERN_TEST_POSTGRES_URL` is set, against that PostgreSQL database too. Names carry a
+//! Store scenarios, each run against SQLite in a temporary directory and against the
+//! PostgreSQL database `POSTERN_TEST_POSTGRES_URL` names (unset, they fail, unless
+//! `POSTERN_TEST_SKIP_POSTGRES=1`: `postern_store::testing::postgres_url`). Names carry a
 //! per-test suffix so tests can share one PostgreSQL database and run in parallel.
 //!
 //! A local PostgreSQL for these tests (Debian, PostgreSQL 15):
@@ -31,13 +32,10 @@ where
     assert_eq!(store.backend(), Backend::Sqlite);
     scenario(store, unique()).await;
 
-    match std::env::var("POSTERN_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => {
-            let store = Store::connect(&url).await.expect("connect postgres");
-            assert_eq!(store.backend(), Backend::Postgres);
-            scenario(store, unique()).await;
-        }
-        _ => eprintln!("note: POSTERN_TEST_POSTGRES_URL not set, PostgreSQL part skipped"),
+    if let Some(url) = postern_store::testing::postgres_url() {
+        let store = Store::connect(&url).await.expect("connect postgres");
+        assert_eq!(store.backend(), Backend::Postgres);
+        scenario(store, unique()).await;
     }
 }
 
