@@ -73,6 +73,8 @@ class Client(slixmpp.ClientXMPP):
         self.roster_pushes: asyncio.Queue = asyncio.Queue()
         self.stream_errors: asyncio.Queue = asyncio.Queue()
         self.failed_auths: asyncio.Queue = asyncio.Queue()
+        # Every SASL failure's condition, kept (tests also take them off `failed_auths`).
+        self.failure_conditions: list[str] = []
         self.sasl_mech: str | None = None
         self._outcome: asyncio.Future = asyncio.get_running_loop().create_future()
         self._disconnected = asyncio.Event()
@@ -104,6 +106,7 @@ class Client(slixmpp.ClientXMPP):
             self.roster_pushes.put_nowait(iq)
 
     def _on_failed_auth(self, failure) -> None:
+        self.failure_conditions.append(failure["condition"])
         self.failed_auths.put_nowait(failure)
 
     def _on_failed_all_auth(self, _event) -> None:
@@ -145,12 +148,19 @@ class Client(slixmpp.ClientXMPP):
             self.send_presence()
         return self
 
-    async def login_fails(self, timeout: float = TIMEOUT) -> Exception:
-        """Expect the login to fail; return why."""
+    async def login_fails(
+        self, timeout: float = TIMEOUT, condition: str | None = "not-authorized"
+    ) -> Exception:
+        """Expect the login to fail; return why. With a `condition`, the server must have
+        said so in a SASL failure (not merely closed the connection)."""
         self.connect(self.postern.host, self.port)
         try:
             await asyncio.wait_for(asyncio.shield(self._outcome), timeout)
         except LoginFailed as e:
+            if condition is not None:
+                assert condition in self.failure_conditions, (
+                    f"expected a SASL <{condition}/>, got {self.failure_conditions} ({e})"
+                )
             return e
         except asyncio.TimeoutError:
             raise AssertionError(f"login neither succeeded nor failed within {timeout}s") from None

@@ -342,7 +342,8 @@ async fn two_resources_coming_online_together_get_each_offline_message_once() {
             .await
             .unwrap();
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Handled in order: once the ping is answered, the messages are stored.
+    round_trip(&mut alice, "stored").await.unwrap();
     let mut phone = server.client("bob@localhost/phone", "b");
     let mut desk = server.client("bob@localhost/desk", "b");
     online(&mut phone).await.unwrap();

@@ -92,7 +92,7 @@ async fn alice_to_bob_is_encrypted_and_signed_and_opens_with_gpg_and_sq() -> Res
     let alice_gpg = Gpg::new()?;
     alice_gpg.import(alice_secret.as_bytes())?;
     assert_eq!(alice_gpg.run(&["--decrypt"], armored)?, inner_of(&mail));
-    h.sink.assert_empty().await;
+    h.sink.assert_empty();
     Ok(())
 }
 
@@ -369,7 +369,7 @@ async fn missing_key_reject_and_hold_with_release() -> Result<()> {
         text.contains("clerk@bank.example") && text.starts_with("5.7.1"),
         "{text}"
     );
-    h.sink.assert_empty().await;
+    h.sink.assert_empty();
 
     let (code, text) = h
         .send(
@@ -381,7 +381,7 @@ async fn missing_key_reject_and_hold_with_release() -> Result<()> {
     assert_eq!(code, 250, "{text}");
     let got = h.sink.next().await?;
     assert_eq!(got.rcpts, vec!["bob@partner.example"]);
-    h.sink.assert_empty().await;
+    h.sink.assert_empty();
     let held = h.gateway.quarantine.list()?;
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].to, vec!["nokey@other.example"]);

@@ -51,7 +51,7 @@ async fn dead_next_hop_is_4xx_and_a_retry_later_succeeds() -> Result<()> {
         .await?;
     assert_eq!(code, 550, "{text}");
     assert!(text.contains("no such user"), "{text}");
-    sink.assert_empty().await;
+    sink.assert_empty();
     Ok(())
 }
 
