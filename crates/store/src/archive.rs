@@ -32,7 +32,9 @@ pub struct NewArchived {
     /// The searchable text ('' when none).
     pub body: String,
     pub xml: String,
-    /// Whose archives hold it.
+    /// Whose archives hold it: each the sender's or the recipient's bare JID (a room's, for
+    /// group chat, is the recipient), which expiry and the domain filter rely on;
+    /// [`Store::archive_insert`] refuses others.
     pub parties: Vec<Party>,
 }
 
@@ -242,6 +244,13 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
+        if let Some(stray) = batch
+            .iter()
+            .flat_map(|m| m.parties.iter().map(move |p| (m, p)))
+            .find(|(m, p)| p.owner != m.sender && p.owner != m.recipient)
+        {
+            return Err(StoreError::StrayParty(stray.1.owner.clone()));
+        }
         if let Some(native) = &self.native {
             return native.insert(batch.to_vec(), self.jids.clone()).await;
         }
@@ -255,6 +264,22 @@ impl Store {
             known: &known,
             new: HashMap::new(),
         };
+        let result = self.archive_insert_sqlx(batch, &mut numbering).await;
+        if result.is_ok() {
+            learn(&mut self.jids.lock(), numbering.new);
+        } else {
+            // A failed write may mean a reconnection, even a fail-over that lost commits
+            // the cache has numbers from: look them up again.
+            self.jids.lock().clear();
+        }
+        result
+    }
+
+    async fn archive_insert_sqlx(
+        &self,
+        batch: &[NewArchived],
+        numbering: &mut Numbering<'_>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let mut span: Option<(i64, i64)> = None;
         for chunk in batch.chunks(INSERT_CHUNK) {
@@ -292,8 +317,8 @@ impl Store {
                     continue;
                 };
                 for p in &m.parties {
-                    let owner = number(&mut tx, &mut numbering, &p.owner).await?;
-                    let peer = number(&mut tx, &mut numbering, &p.peer).await?;
+                    let owner = number(&mut tx, numbering, &p.owner).await?;
+                    let peer = number(&mut tx, numbering, &p.peer).await?;
                     parties.push((owner, id, peer, i64::from(p.visible)));
                 }
             }
@@ -318,7 +343,6 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        learn(&mut self.jids.lock(), numbering.new);
         Ok(())
     }
 

@@ -61,6 +61,8 @@ impl NativeWriter {
             let new = numbering.new;
             learn(&mut cache, new);
         } else {
+            // Numbers looked up again too (see `Store::archive_insert`).
+            cache.clear();
             // A fresh connection next time (the old one may be in a bad state).
             *guard = None;
         }

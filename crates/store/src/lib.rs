@@ -104,6 +104,9 @@ pub enum StoreError {
     /// A group operation named a group that does not exist.
     #[error("no such group: {0}")]
     NoSuchGroup(String),
+    /// A message to archive names a party that is neither its sender nor its recipient.
+    #[error("archive party {0} is neither the sender nor the recipient")]
+    StrayParty(String),
 }
 
 /// Which database engine a [`Store`] talks to. Exposed so that other crates can pick a

@@ -817,6 +817,33 @@ fn archived(
     }
 }
 
+/// Expiry and the domain filter find a message's parties through its sender and recipient:
+/// a party that is neither is refused, and nothing of the batch is written.
+#[tokio::test]
+async fn archive_refuses_a_party_that_is_neither_side() {
+    use postern_store::{ArchiveFilter, Selection};
+    on_each_backend(|store, s| async move {
+        let (alice, bob) = (format!("alice@{s}.test"), format!("bob@{s}.test"));
+        let good = archived(1, &alice, &bob, "fine", 1_000);
+        let mut stray = archived(2, &alice, &bob, "stray", 2_000);
+        stray.parties[1].owner = format!("mallory@{s}.test");
+        let err = store
+            .archive_insert(&[good, stray])
+            .await
+            .expect_err("a stray party is refused");
+        assert!(err.to_string().contains("mallory@"), "{err}");
+        let all = ArchiveFilter::default();
+        for owner in [&alice, &bob] {
+            let n = store
+                .archive_count(&Selection::Account(owner.clone()), &all)
+                .await
+                .expect("count");
+            assert_eq!(n, 0, "nothing of the refused batch is written");
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn archive_pages_filters_and_searches_alike_on_both_databases() {
     use postern_store::{ArchiveFilter, Page, Selection, With};

@@ -40,3 +40,6 @@ INSERT INTO archive_party_log_by_number (owner, msg, peer, visible)
     JOIN archive_jid o ON o.jid = l.owner JOIN archive_jid q ON q.jid = l.peer ORDER BY l.seq;
 DROP TABLE archive_party_log;
 ALTER TABLE archive_party_log_by_number RENAME TO archive_party_log;
+ALTER TABLE archive_party_log
+    RENAME CONSTRAINT archive_party_log_by_number_pkey TO archive_party_log_pkey;
+ALTER SEQUENCE archive_party_log_by_number_seq_seq RENAME TO archive_party_log_seq_seq;
