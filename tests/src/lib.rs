@@ -660,6 +660,37 @@ impl Raw {
         raw.read_element("iq").await?;
         Ok(raw)
     }
+
+    /// Runs a SCRAM exchange with `scram` (after the stream's features); returns the
+    /// server's last answer (`<success…` with the server-final message, or `<failure…`).
+    pub async fn scram(&mut self, scram: &mut scram::Client) -> anyhow::Result<String> {
+        let first = B64.encode(scram.first());
+        let mechanism = scram.mechanism();
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{first}</auth>"
+        ))
+        .await?;
+        let challenge = self.sasl_answer().await?;
+        if !challenge.contains("<challenge") {
+            return Ok(challenge);
+        }
+        let response = scram.respond(&B64.decode(text_of(&challenge))?)?;
+        self.send(&format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            B64.encode(response)
+        ))
+        .await?;
+        self.sasl_answer().await
+    }
+}
+
+/// The text content of a one-element answer such as `<success xmlns='…'>dGV4dA==</success>`.
+pub fn text_of(element: &str) -> &str {
+    element
+        .split('>')
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .unwrap_or_default()
 }
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;

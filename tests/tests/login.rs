@@ -8,38 +8,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use postern_tests::scram::{Cb, Client as Scram, Hash};
-use postern_tests::{Mode, Raw, TestServer, has, online};
+use postern_tests::{Mode, Raw, TestServer, has, online, text_of};
 use sha2::Digest;
-
-/// Runs one SCRAM exchange on a secured raw stream; returns the final answer element.
-async fn scram_exchange(raw: &mut Raw, scram: &mut Scram) -> anyhow::Result<String> {
-    let first = B64.encode(scram.first());
-    let mechanism = scram.mechanism();
-    raw.send(&format!(
-        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{first}</auth>"
-    ))
-    .await?;
-    let challenge = raw.sasl_answer().await?;
-    if !challenge.contains("<challenge") {
-        return Ok(challenge);
-    }
-    let response = scram.respond(&B64.decode(text_of(&challenge))?)?;
-    raw.send(&format!(
-        "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
-        B64.encode(response)
-    ))
-    .await?;
-    raw.sasl_answer().await
-}
-
-/// The text content of a one-element answer such as `<success xmlns='…'>dGV4dA==</success>`.
-fn text_of(element: &str) -> &str {
-    element
-        .split('>')
-        .nth(1)
-        .and_then(|t| t.split('<').next())
-        .unwrap_or_default()
-}
 
 #[tokio::test]
 async fn alice_logs_in_over_starttls_and_direct_tls_with_scram_plus() {
@@ -68,7 +38,7 @@ async fn scram_without_channel_binding_works_and_a_downgrade_is_refused() {
     // 'y': the client claims the server cannot bind, though it advertised -PLUS.
     let (mut raw, _) = Raw::secured(&server, "localhost").await.unwrap();
     let mut scram = Scram::new(Hash::Sha256, "alice", "pw-1", Cb::ClientOnly);
-    let answer = scram_exchange(&mut raw, &mut scram).await.unwrap();
+    let answer = raw.scram(&mut scram).await.unwrap();
     assert!(answer.contains("<failure"), "downgrade accepted: {answer}");
     server.stop().await;
 }
@@ -83,10 +53,7 @@ async fn wrong_password_and_unknown_user_fail_alike() {
     // SCRAM with the wrong password: a challenge, then not-authorized.
     let (mut raw, _) = Raw::secured(&server, "localhost").await.unwrap();
     let mut scram = Scram::new(Hash::Sha256, "alice", "wrong", Cb::None);
-    assert!(has(
-        &scram_exchange(&mut raw, &mut scram).await.unwrap(),
-        "not-authorized"
-    ));
+    assert!(has(&raw.scram(&mut scram).await.unwrap(), "not-authorized"));
 
     let (mut raw, _) = Raw::secured(&server, "localhost").await.unwrap();
     let wrong = raw.plain("alice@localhost", "wrong").await.unwrap();
@@ -99,7 +66,7 @@ async fn wrong_password_and_unknown_user_fail_alike() {
 
     let mut scram = Scram::new(Hash::Sha256, "nobody", "x", Cb::None);
     let (mut raw, _) = Raw::secured(&server, "localhost").await.unwrap();
-    let answer = scram_exchange(&mut raw, &mut scram).await.unwrap();
+    let answer = raw.scram(&mut scram).await.unwrap();
     assert!(
         has(&answer, "not-authorized"),
         "unknown SCRAM user gets a challenge, then not-authorized: {answer}"
@@ -171,7 +138,7 @@ async fn every_mechanism_and_channel_binding_type_authenticates() {
                     features.contains(&format!(">{mechanism}<")),
                     "{mechanism} not offered: {features}"
                 );
-                let answer = scram_exchange(&mut raw, &mut scram).await.unwrap();
+                let answer = raw.scram(&mut scram).await.unwrap();
                 assert!(
                     answer.contains("<success"),
                     "{mode:?} {mechanism} / {binding}: {answer}"
@@ -201,7 +168,7 @@ async fn every_mechanism_and_channel_binding_type_authenticates() {
         "s3cret ünïcode",
         Cb::Bound("tls-exporter", vec![0; 32]),
     );
-    let answer = scram_exchange(&mut raw, &mut scram).await.unwrap();
+    let answer = raw.scram(&mut scram).await.unwrap();
     assert!(
         answer.contains("<failure"),
         "forged channel binding accepted: {answer}"

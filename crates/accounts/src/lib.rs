@@ -8,6 +8,8 @@
 //! - `password`: argon2id PHC strings plus SCRAM keys, derived from one password.
 //! - [`scram`]: the server side of SCRAM-SHA-1/256/512(-PLUS), pure and I/O free.
 //! - [`fast`]: XEP-0484 FAST tokens (HT-SHA-256-NONE): issued per device, checked, rotated.
+//! - [`legacy`]: hashes imported from Dovecot (`{SHA512-CRYPT}` …), checked at login and then
+//!   replaced by our own; [`import`] reads the files they come in.
 //!
 //! A SASL login takes one of two paths: PLAIN calls [`Accounts::verify_password`]; SCRAM
 //! calls [`scram::ScramServer::client_first`], then [`Accounts::scram_keys`] for the named
@@ -16,6 +18,8 @@
 
 pub mod fast;
 mod hash_pool;
+pub mod import;
+pub mod legacy;
 mod password;
 pub mod scram;
 
@@ -67,6 +71,15 @@ impl From<StoreError> for AccountError {
             other => AccountError::Store(other),
         }
     }
+}
+
+/// What [`Accounts::import`] did with an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    /// A new account.
+    Added,
+    /// An account with this address exists already: left as it is.
+    Exists,
 }
 
 /// An account as listed for admins: no secrets.
@@ -144,6 +157,40 @@ impl Accounts {
         }
         tracing::info!(account = %addr, "account added");
         Ok(())
+    }
+
+    /// Creates an account from an import entry: a password in the clear gets Postern's own
+    /// credentials, a hash (`legacy`) is kept until the first login with it succeeds. An
+    /// existing account is left alone.
+    pub async fn import(&self, entry: &import::Entry) -> Result<Imported, AccountError> {
+        let addr = parse_address(entry.address.as_str())?;
+        if self
+            .store
+            .account_get(addr.localpart(), addr.domain())
+            .await?
+            .is_some()
+        {
+            return Ok(Imported::Exists);
+        }
+        let credentials = match &entry.secret {
+            import::Secret::Clear(password) => {
+                check_password(password)?;
+                self.hash(password).await?
+            }
+            import::Secret::Hashed(stored) => password::imported(stored),
+        };
+        let row = AccountRow {
+            localpart: addr.localpart().to_owned(),
+            domain: addr.domain().to_owned(),
+            credentials,
+            disabled: false,
+            is_admin: false,
+            created_at_ms: now_ms(),
+        };
+        if !self.store.account_insert(&row).await? {
+            return Ok(Imported::Exists);
+        }
+        Ok(Imported::Added)
     }
 
     /// Replaces an account's password (all hashes at once, with fresh salts).
@@ -288,16 +335,53 @@ impl Accounts {
             }
             Err(_) => None,
         };
-        let (hash, active) = match row {
-            Some(r) if !r.disabled => (r.credentials.password_hash, true),
+        let (hash, active) = match &row {
+            Some(r) if !r.disabled => (r.credentials.password_hash.clone(), true),
             _ => (password::DUMMY_HASH.to_owned(), false),
         };
-        let password = password.to_owned();
+        let imported = legacy::is_legacy(&hash);
+        let (stored, given) = (hash.clone(), password.to_owned());
         let ok = self
             .hashing
-            .run(move || password::verify(&hash, &password))
+            .run(move || {
+                if imported {
+                    legacy::verify(&stored, &given)
+                } else {
+                    password::verify(&stored, &given)
+                }
+            })
             .await?;
+        if ok
+            && active
+            && imported
+            && let Some(r) = &row
+        {
+            self.upgrade(&r.localpart, &r.domain, &hash, password).await;
+        }
         Ok(ok && active)
+    }
+
+    /// Replaces an imported hash that just matched with Postern's own credentials (so SCRAM
+    /// works from now on), unless the password changed meanwhile. A failure is logged; the
+    /// login it came from stands.
+    async fn upgrade(&self, localpart: &str, domain: &str, from: &str, password: &str) {
+        let result = match self.hash(password).await {
+            Ok(credentials) => self
+                .store
+                .account_upgrade_credentials(localpart, domain, from, &credentials)
+                .await
+                .map_err(AccountError::from),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(true) => {
+                tracing::info!(account = %format!("{localpart}@{domain}"), "imported password hash replaced by argon2id and SCRAM keys");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, account = %format!("{localpart}@{domain}"), "upgrading an imported password hash failed");
+            }
+        }
     }
 
     /// SCRAM keys of an active account for `hash`, or `None` for unknown, disabled or
@@ -317,7 +401,8 @@ impl Accounts {
         else {
             return Ok(None);
         };
-        if row.disabled {
+        // An imported hash has no SCRAM keys yet: SCRAM fails as for a wrong password.
+        if row.disabled || legacy::is_legacy(&row.credentials.password_hash) {
             return Ok(None);
         }
         let c = row.credentials;

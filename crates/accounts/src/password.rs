@@ -51,6 +51,31 @@ pub(crate) fn credentials_for(password: &str) -> Result<Credentials, HashError> 
     })
 }
 
+/// The credentials of an imported account (`stored`: a `legacy` hash): the hash, and SCRAM
+/// keys nobody knows the password of (random), never handed out while the hash is imported.
+pub(crate) fn imported(stored: &str) -> Credentials {
+    let scram = |hash: ScramHash| {
+        let random = |n| {
+            let mut v = vec![0u8; n];
+            rand::rng().fill_bytes(&mut v);
+            v
+        };
+        let len = hash.output_len();
+        ScramCredential {
+            salt: random(16),
+            iterations: hash.default_iterations(),
+            stored_key: random(len),
+            server_key: random(len),
+        }
+    };
+    Credentials {
+        password_hash: stored.to_owned(),
+        scram_sha1: scram(ScramHash::Sha1),
+        scram_sha256: scram(ScramHash::Sha256),
+        scram_sha512: scram(ScramHash::Sha512),
+    }
+}
+
 /// Checks a password against an argon2 PHC string. An unparsable hash never matches (and
 /// is logged: it means the row was damaged).
 pub(crate) fn verify(phc: &str, password: &str) -> bool {

@@ -90,6 +90,19 @@ enum AccountCmd {
         #[arg(long)]
         revoke: bool,
     },
+    /// Create accounts from a Dovecot passwd-file (`user:{SHA512-CRYPT}…`) or a CSV file
+    /// (`address,password`). Hashes (SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, ARGON2ID,
+    /// SSHA512, …) are checked at login and replaced by Postern's own at the first one;
+    /// existing accounts are left alone.
+    Import {
+        file: PathBuf,
+        /// The file's format (default: csv for a `.csv` file, else passwd).
+        #[arg(long, value_enum)]
+        format: Option<cli::account_import::FileFormat>,
+        /// The domain of user names without one (a per-domain passwd-file).
+        #[arg(long)]
+        domain: Option<String>,
+    },
 }
 
 /// Stack of every runtime thread (async workers and the blocking pool), chosen on purpose
@@ -260,6 +273,13 @@ async fn account(config: &Config, cmd: AccountCmd) -> anyhow::Result<()> {
             let address = served(&address)?;
             accounts.set_disabled(&address, false).await?;
             println!("enabled {address}");
+        }
+        AccountCmd::Import {
+            file,
+            format,
+            domain,
+        } => {
+            cli::account_import::run(config, &accounts, &file, format, domain.as_deref()).await?;
         }
         AccountCmd::Admin { address, revoke } => {
             let address = served(&address)?;

@@ -137,26 +137,32 @@ impl Store {
         domain: &str,
         c: &Credentials,
     ) -> Result<bool, StoreError> {
-        let mut q = sqlx::query(
-            "UPDATE accounts SET password_hash = $1, \
-             scram_sha1_salt = $2, scram_sha1_iterations = $3, scram_sha1_stored_key = $4, scram_sha1_server_key = $5, \
-             scram_sha256_salt = $6, scram_sha256_iterations = $7, scram_sha256_stored_key = $8, scram_sha256_server_key = $9, \
-             scram_sha512_salt = $10, scram_sha512_iterations = $11, scram_sha512_stored_key = $12, scram_sha512_server_key = $13 \
-             WHERE localpart = $14 AND domain = $15",
-        )
-        .bind(&c.password_hash);
-        for s in [&c.scram_sha1, &c.scram_sha256, &c.scram_sha512] {
-            q = q
-                .bind(B64.encode(&s.salt))
-                .bind(i64::from(s.iterations))
-                .bind(B64.encode(&s.stored_key))
-                .bind(B64.encode(&s.server_key));
-        }
+        let q = credentials_update(c, "").bind(localpart).bind(domain);
         let mut tx = self.begin_write().await?;
-        let done = q.bind(localpart).bind(domain).execute(&mut *tx).await?;
+        let done = q.execute(&mut *tx).await?;
         // A new password revokes every FAST token (XEP-0484 §8).
         crate::fast::delete_owner_data(&mut tx, &format!("{localpart}@{domain}")).await?;
         tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replaces an imported password hash with `c` (the same password, Postern's own
+    /// credentials), only while the stored hash is still `from`: a password changed
+    /// meanwhile stays. FAST tokens stay too (the password did not change). Returns whether
+    /// it replaced anything.
+    pub async fn account_upgrade_credentials(
+        &self,
+        localpart: &str,
+        domain: &str,
+        from: &str,
+        c: &Credentials,
+    ) -> Result<bool, StoreError> {
+        let done = credentials_update(c, " AND password_hash = $16")
+            .bind(localpart)
+            .bind(domain)
+            .bind(from)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -298,4 +304,29 @@ fn corrupt(detail: String) -> StoreError {
         table: "accounts",
         detail,
     }
+}
+
+/// `UPDATE accounts SET` every credential column from `c` (`$1` to `$13`) `WHERE localpart =
+/// $14 AND domain = $15` and `more`; the caller binds `$14` on.
+fn credentials_update<'q>(
+    c: &Credentials,
+    more: &str,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    let sql = format!(
+        "UPDATE accounts SET password_hash = $1, \
+         scram_sha1_salt = $2, scram_sha1_iterations = $3, scram_sha1_stored_key = $4, scram_sha1_server_key = $5, \
+         scram_sha256_salt = $6, scram_sha256_iterations = $7, scram_sha256_stored_key = $8, scram_sha256_server_key = $9, \
+         scram_sha512_salt = $10, scram_sha512_iterations = $11, scram_sha512_stored_key = $12, scram_sha512_server_key = $13 \
+         WHERE localpart = $14 AND domain = $15{more}"
+    );
+    // Fixed SQL and numbered placeholders; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(c.password_hash.clone());
+    for s in [&c.scram_sha1, &c.scram_sha256, &c.scram_sha512] {
+        q = q
+            .bind(B64.encode(&s.salt))
+            .bind(i64::from(s.iterations))
+            .bind(B64.encode(&s.stored_key))
+            .bind(B64.encode(&s.server_key));
+    }
+    q
 }

@@ -1,6 +1,7 @@
-//! Admin commands beyond accounts, one file per command family: `pgp`, `group`,
-//! `logs`, `quarantine`, `rules`. Each works on the same store and data dir as `postern serve`.
+//! Admin commands beyond account basics, one file per command family: `account import`,
+//! `pgp`, `group`, `logs`, `quarantine`, `rules`. Each works on the same store and data dir as `postern serve`.
 
+pub mod account_import;
 pub mod group;
 pub mod logs;
 pub mod pgp;
