@@ -6,28 +6,14 @@
 #![allow(clippy::unwrap_used)] // test helpers panic on failure, like the tests
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
+use postern_tests::dovecot::doveadm_pw as doveadm;
 use postern_tests::process::{postern, run, serve};
 use postern_tests::scram::{Cb, Client as Scram, Hash};
 use postern_tests::{Raw, trusting};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-
-/// A hash made by Dovecot: `doveadm pw -s SCHEME -p PASSWORD`.
-fn doveadm(scheme: &str, password: &str) -> String {
-    let out = Command::new("doveadm")
-        .args(["pw", "-s", scheme, "-p", password])
-        .output()
-        .expect("doveadm (dovecot-core) is needed: scripts/deps test installs it");
-    assert!(
-        out.status.success(),
-        "doveadm pw -s {scheme}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 fn config(dir: &Path, domain: &str) -> std::path::PathBuf {
     let config = dir.join("postern.toml");

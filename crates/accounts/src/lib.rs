@@ -8,6 +8,9 @@
 //! - `password`: argon2id PHC strings plus SCRAM keys, derived from one password.
 //! - [`scram`]: the server side of SCRAM-SHA-1/256/512(-PLUS), pure and I/O free.
 //! - [`fast`]: XEP-0484 FAST tokens (HT-SHA-256-NONE): issued per device, checked, rotated.
+//! - [`config`] and [`imap`]: `[accounts]`, where a domain's passwords are checked: here, or
+//!   by logging in to the organisation's IMAP server (then the confirmed password's SCRAM
+//!   keys are kept, honoured for `scram_ttl`).
 //! - [`legacy`]: hashes imported from Dovecot (`{SHA512-CRYPT}` …), checked at login and then
 //!   replaced by our own; [`import`] reads the files they come in.
 //!
@@ -16,16 +19,21 @@
 //! user, then `server_first` and `client_final`. Both treat unknown, disabled and
 //! wrong-password logins alike, so an attacker cannot probe which accounts exist.
 
+pub mod config;
 pub mod fast;
 mod hash_pool;
+pub mod imap;
 pub mod import;
 pub mod legacy;
 mod password;
 pub mod scram;
 
+use std::sync::Arc;
+
 use postern_core::{Address, AsAddress};
 use postern_store::{AccountRow, ScramCredential, Store, StoreError};
 
+pub use config::{AccountsConfig, BackendKind};
 pub use password::HashError;
 pub use scram::{ChannelBindings, ClientFirst, ScramError, ScramHash, ScramKeys, ScramServer};
 
@@ -62,6 +70,12 @@ pub enum AccountError {
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),
+    /// The external backend that checks this domain's passwords gave no answer.
+    #[error(transparent)]
+    Unavailable(#[from] imap::Unavailable),
+    /// `[accounts]` cannot be used (a CA file that does not load, …).
+    #[error("[accounts] {0}")]
+    Config(String),
 }
 
 impl From<StoreError> for AccountError {
@@ -99,15 +113,50 @@ pub struct Accounts {
     store: Store,
     /// Where argon2id and PBKDF2 run: bounded, off the async workers.
     hashing: hash_pool::HashPool,
+    /// Which domains' passwords an IMAP server checks, and that server.
+    backends: Arc<Backends>,
+}
+
+#[derive(Debug, Default)]
+struct Backends {
+    config: AccountsConfig,
+    imap: Option<Arc<imap::ImapBackend>>,
 }
 
 impl Accounts {
-    /// Wraps a store.
+    /// Wraps a store; every domain's passwords are checked here.
     pub fn new(store: Store) -> Self {
         Accounts {
             store,
             hashing: hash_pool::HashPool::new(),
+            backends: Arc::default(),
         }
+    }
+
+    /// Wraps a store, with the backends `config` names (`postern serve`).
+    pub fn with_config(store: Store, config: &AccountsConfig) -> Result<Self, AccountError> {
+        let imap = config
+            .imap
+            .as_ref()
+            .map(imap::ImapBackend::new)
+            .transpose()
+            .map_err(AccountError::Config)?
+            .map(Arc::new);
+        Ok(Accounts {
+            store,
+            hashing: hash_pool::HashPool::new(),
+            backends: Arc::new(Backends {
+                config: config.clone(),
+                imap,
+            }),
+        })
+    }
+
+    /// The IMAP server that checks `domain`'s passwords, if one does.
+    fn imap_for(&self, domain: &str) -> Option<&Arc<imap::ImapBackend>> {
+        (self.backends.config.backend_of(domain) == BackendKind::Imap)
+            .then_some(self.backends.imap.as_ref())
+            .flatten()
     }
 
     /// Derives all credentials on the hashing pool: argon2id plus three PBKDF2 runs take tens
@@ -327,6 +376,11 @@ impl Accounts {
         address: &(impl AsAddress + ?Sized),
         password: &str,
     ) -> Result<bool, AccountError> {
+        if let Ok(addr) = parse_address(address)
+            && let Some(imap) = self.imap_for(addr.domain())
+        {
+            return self.verify_external(&addr, imap, password).await;
+        }
         let row = match parse_address(address) {
             Ok(addr) => {
                 self.store
@@ -343,13 +397,7 @@ impl Accounts {
         let (stored, given) = (hash.clone(), password.to_owned());
         let ok = self
             .hashing
-            .run(move || {
-                if imported {
-                    legacy::verify(&stored, &given)
-                } else {
-                    password::verify(&stored, &given)
-                }
-            })
+            .run(move || password::matches(&stored, &given))
             .await?;
         if ok
             && active
@@ -359,6 +407,60 @@ impl Accounts {
             self.upgrade(&r.localpart, &r.domain, &hash, password).await;
         }
         Ok(ok && active)
+    }
+
+    /// A PLAIN login for a domain whose passwords the IMAP server checks. A password it
+    /// confirms becomes (or refreshes) the account here, with credentials derived from it,
+    /// so that SCRAM works for `scram_ttl`; one it refuses is refused. An account the admin
+    /// disabled here stays refused whatever the server says.
+    async fn verify_external(
+        &self,
+        addr: &Address,
+        imap: &Arc<imap::ImapBackend>,
+        password: &str,
+    ) -> Result<bool, AccountError> {
+        let (localpart, domain) = (addr.localpart(), addr.domain());
+        let row = self.store.account_get(localpart, domain).await?;
+        if row.as_ref().is_some_and(|r| r.disabled) {
+            return Ok(false);
+        }
+        if !imap.check(&addr.to_string(), password).await? {
+            return Ok(false);
+        }
+        match row {
+            None => {
+                let row = AccountRow {
+                    localpart: localpart.to_owned(),
+                    domain: domain.to_owned(),
+                    credentials: self.hash(password).await?,
+                    disabled: false,
+                    is_admin: false,
+                    created_at_ms: now_ms(),
+                };
+                // A concurrent first login may have created it: either row will do.
+                if self.store.account_insert(&row).await? {
+                    tracing::info!(account = %addr, "account created at its first login (IMAP backend)");
+                }
+            }
+            Some(r) => {
+                let (stored, given) = (r.credentials.password_hash, password.to_owned());
+                let same = self
+                    .hashing
+                    .run(move || password::matches(&stored, &given))
+                    .await?;
+                if !same {
+                    // Changed on the mail server: new keys (and old FAST tokens revoked).
+                    let credentials = self.hash(password).await?;
+                    self.store
+                        .account_set_credentials(localpart, domain, &credentials)
+                        .await?;
+                }
+            }
+        }
+        self.store
+            .account_set_checked_at(localpart, domain, now_ms())
+            .await?;
+        Ok(true)
     }
 
     /// Replaces an imported hash that just matched with Postern's own credentials (so SCRAM
@@ -404,6 +506,19 @@ impl Accounts {
         // An imported hash has no SCRAM keys yet: SCRAM fails as for a wrong password.
         if row.disabled || legacy::is_legacy(&row.credentials.password_hash) {
             return Ok(None);
+        }
+        // An external backend's password: only as long after it last confirmed it as
+        // `scram_ttl` says (then a PLAIN login asks it again).
+        if let Some(imap) = self.imap_for(addr.domain()) {
+            let checked = self
+                .store
+                .account_checked_at(addr.localpart(), addr.domain())
+                .await?
+                .unwrap_or(0);
+            let ttl = i64::try_from(imap.scram_ttl.as_millis()).unwrap_or(i64::MAX);
+            if now_ms().saturating_sub(checked) > ttl {
+                return Ok(None);
+            }
         }
         let c = row.credentials;
         let ScramCredential {

@@ -76,6 +76,15 @@ pub(crate) fn imported(stored: &str) -> Credentials {
     }
 }
 
+/// Checks a password against a stored hash: ours (argon2id) or an imported one.
+pub(crate) fn matches(stored: &str, password: &str) -> bool {
+    if crate::legacy::is_legacy(stored) {
+        crate::legacy::verify(stored, password)
+    } else {
+        verify(stored, password)
+    }
+}
+
 /// Checks a password against an argon2 PHC string. An unparsable hash never matches (and
 /// is logged: it means the row was damaged).
 pub(crate) fn verify(phc: &str, password: &str) -> bool {

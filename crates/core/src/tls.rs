@@ -37,3 +37,31 @@ impl ResolvesServerCert for SniResolver {
         Some(named.unwrap_or(&self.default).clone())
     }
 }
+
+/// The system's CA bundle (Debian's `ca-certificates`), the default trust for outgoing TLS.
+pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A TLS client config that trusts the certificates of the PEM bundle `ca_file` (default:
+/// [`SYSTEM_CA_FILE`]), for the connections Postern makes itself (WKD lookups, an IMAP
+/// account backend). The error names the file and what is wrong with it.
+pub fn client_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let path = ca_file.unwrap_or(std::path::Path::new(SYSTEM_CA_FILE));
+    let bad = |e: String| format!("{}: {e}", path.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}

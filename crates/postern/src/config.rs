@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use postern_accounts::AccountsConfig;
 use postern_gateway::GatewayConfig;
 use postern_xmpp::XmppConfig;
 use serde::Deserialize;
@@ -24,6 +25,9 @@ pub struct Config {
     /// Served mail domains; the first is the default.
     #[serde(rename = "domain")]
     pub domains: Vec<Domain>,
+    /// Where each domain's passwords are checked (`postern_accounts::config`).
+    #[serde(default)]
+    pub accounts: AccountsConfig,
     #[serde(default)]
     pub xmpp: XmppConfig,
     /// The OpenPGP mail gateway (SMTP content filter).
@@ -62,6 +66,7 @@ impl Default for Config {
                 cert: None,
                 key: None,
             }],
+            accounts: AccountsConfig::default(),
             xmpp: XmppConfig::default(),
             gateway: GatewayConfig::default(),
         }
@@ -161,6 +166,12 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
             out.push(format!("log `{}`: not a valid filter", self.log));
         }
+        let served: Vec<String> = self
+            .domains
+            .iter()
+            .map(|d| d.name.to_ascii_lowercase())
+            .collect();
+        out.extend(self.accounts.problems(&served));
         out.extend(self.xmpp.problems());
         out.extend(self.gateway.problems());
         out
@@ -247,6 +258,10 @@ mod tests {
         assert_eq!(
             format!("{:?}", documented.gateway),
             format!("{:?}", default.gateway)
+        );
+        assert_eq!(
+            format!("{:?}", documented.accounts),
+            format!("{:?}", default.accounts)
         );
         assert_eq!(documented.data_dir, default.data_dir);
         assert_eq!(documented.log, default.log);

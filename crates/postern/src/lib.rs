@@ -76,7 +76,7 @@ impl Running {
 /// Binds every listener and starts every enabled service.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let store = open_store(config).await?;
-    let accounts = Accounts::new(store.clone());
+    let accounts = Accounts::with_config(store.clone(), &config.accounts)?;
     let identities = certs::identities(config)?;
     let (shutdown, rx) = watch::channel(false);
     let mut starttls = Vec::new();

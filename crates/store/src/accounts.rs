@@ -166,6 +166,40 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// When an external backend last confirmed the account's password (ms; 0: never, or an
+    /// account whose password Postern holds). `None` without such an account.
+    pub async fn account_checked_at(
+        &self,
+        localpart: &str,
+        domain: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let row =
+            sqlx::query("SELECT checked_at_ms FROM accounts WHERE localpart = $1 AND domain = $2")
+                .bind(localpart)
+                .bind(domain)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| r.try_get("checked_at_ms")).transpose()?)
+    }
+
+    /// Records that an external backend confirmed the account's password at `at_ms`.
+    pub async fn account_set_checked_at(
+        &self,
+        localpart: &str,
+        domain: &str,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE accounts SET checked_at_ms = $1 WHERE localpart = $2 AND domain = $3",
+        )
+        .bind(at_ms)
+        .bind(localpart)
+        .bind(domain)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Enables or disables an account. Returns `false` when there is no such account.
     pub async fn account_set_disabled(
         &self,

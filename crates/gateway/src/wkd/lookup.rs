@@ -7,13 +7,10 @@
 //! never over a newer key.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -44,25 +41,10 @@ impl std::fmt::Debug for Lookup {
 impl Lookup {
     /// A client trusting the PEM bundle `cfg.lookup_ca_file` (default: the system's).
     pub fn new(cfg: &WkdConfig) -> Result<Lookup, GatewayError> {
-        let path = cfg
-            .lookup_ca_file
-            .as_deref()
-            .unwrap_or(Path::new("/etc/ssl/certs/ca-certificates.crt"));
-        let bad = |e: String| GatewayError::Tls(format!("{}: {e}", path.display()));
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
-            roots
-                .add(cert.map_err(|e| bad(e.to_string()))?)
-                .map_err(|e| bad(e.to_string()))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| bad(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = postern_core::tls::client_config(cfg.lookup_ca_file.as_deref())
+            .map_err(GatewayError::Tls)?;
         Ok(Lookup {
-            connector: TlsConnector::from(Arc::new(config)),
+            connector: TlsConnector::from(config),
             port: cfg.lookup_port,
             timeout: cfg.lookup_timeout,
             cache_for: cfg.lookup_cache,

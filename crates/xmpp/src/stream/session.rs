@@ -205,7 +205,7 @@ impl Link {
                             })).await;
                         }
                         Inbound::BadStanza { element, fault } => {
-                            tracing::debug!(condition = ?fault.condition, "bad stanza");
+                            tracing::debug!(condition = ?fault.condition, ?fault, "bad stanza");
                             // Counted in order, after the stanzas before it.
                             let session = session.clone();
                             self.routing.route(Box::pin(async move {
