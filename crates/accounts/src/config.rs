@@ -141,9 +141,49 @@ impl AccountsConfig {
                 if imap.timeout.is_zero() {
                     out.push("[accounts.imap] timeout must be more than 0".into());
                 }
+                let imap_domains = served
+                    .iter()
+                    .filter(|d| self.backend_of(d) == BackendKind::Imap)
+                    .count();
+                if imap.username == ImapUsername::Localpart && imap_domains > 1 {
+                    out.push(
+                        "[accounts.imap] username = \"localpart\" with several imap domains: \
+                         alice@a and alice@b would be the same IMAP user"
+                            .into(),
+                    );
+                }
             }
             None => {}
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> AccountsConfig {
+        toml::from_str(text).expect("parses")
+    }
+
+    #[test]
+    fn problems_are_reported() {
+        let served = ["a.test".to_owned(), "b.test".to_owned()];
+        assert!(AccountsConfig::default().problems(&served).is_empty());
+        let p = config("backend = \"imap\"").problems(&served);
+        assert!(p[0].contains("no [accounts.imap]"), "{p:?}");
+        let p = config("by_domain = { \"c.test\" = \"imap\" }").problems(&served);
+        assert!(p.iter().any(|m| m.contains("`c.test`")), "{p:?}");
+        let p = config("backend = \"imap\"\n[imap]\nurl = \"pop3://x\"\nusername = \"localpart\"");
+        let p = p.problems(&served);
+        assert!(p.iter().any(|m| m.contains("url")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("same IMAP user")), "{p:?}");
+        let one = config(
+            "by_domain = { \"a.test\" = \"imap\" }\n[imap]\nurl = \"imaps://x\"\nusername = \"localpart\"",
+        );
+        assert!(one.problems(&served).is_empty());
+        assert_eq!(one.backend_of("a.test"), BackendKind::Imap);
+        assert_eq!(one.backend_of("b.test"), BackendKind::Internal);
     }
 }

@@ -85,7 +85,7 @@ impl Accounts {
         let Ok(addr) = parse_address(address) else {
             return Ok(None);
         };
-        if !self.is_active(&*addr).await? {
+        if !self.is_active(&*addr).await? || !self.still_confirmed(&addr).await? {
             return Ok(None);
         }
         let owner = addr.to_string();

@@ -120,7 +120,10 @@ pub fn csv_entries(
             let line = record.position().map_or(i as u64 + 1, |p| p.line());
             let user = record.get(0).unwrap_or_default();
             let password = record.get(1).unwrap_or_default();
-            if i == 0 && !user.contains('@') && password.eq_ignore_ascii_case("password") {
+            if i == 0
+                && user.trim().eq_ignore_ascii_case("address")
+                && password.trim().eq_ignore_ascii_case("password")
+            {
                 return None; // the header
             }
             if record.len() == 1 && user.trim().is_empty() {

@@ -420,11 +420,13 @@ impl Accounts {
         password: &str,
     ) -> Result<bool, AccountError> {
         let (localpart, domain) = (addr.localpart(), addr.domain());
-        let row = self.store.account_get(localpart, domain).await?;
-        if row.as_ref().is_some_and(|r| r.disabled) {
+        if !imap.check(&addr.to_string(), password).await? {
             return Ok(false);
         }
-        if !imap.check(&addr.to_string(), password).await? {
+        // Read after the check: a disable while it ran counts, and a disabled account
+        // takes as long to refuse as any other.
+        let row = self.store.account_get(localpart, domain).await?;
+        if row.as_ref().is_some_and(|r| r.disabled) {
             return Ok(false);
         }
         match row {
@@ -449,7 +451,11 @@ impl Accounts {
                     .run(move || password::matches(&stored, &given))
                     .await?;
                 if !same {
-                    // Changed on the mail server: new keys (and old FAST tokens revoked).
+                    // Changed on the mail server: new keys, and the FAST tokens of devices
+                    // that knew the old password revoked (else a confirmation of the new
+                    // one would make them good again). A mail server that takes several
+                    // passwords for one account (app passwords) makes each PLAIN login with
+                    // another one do this: docs/accounts.md.
                     let credentials = self.hash(password).await?;
                     self.store
                         .account_set_credentials(localpart, domain, &credentials)
@@ -461,6 +467,23 @@ impl Accounts {
             .account_set_checked_at(localpart, domain, now_ms())
             .await?;
         Ok(true)
+    }
+
+    /// For a domain whose passwords an external backend checks: whether it confirmed this
+    /// account's password within `scram_ttl` (what SCRAM keys and FAST tokens are honoured
+    /// for; past it only a PLAIN login, which asks the backend, gets in). Always true for a
+    /// domain whose passwords are kept here.
+    pub(crate) async fn still_confirmed(&self, addr: &Address) -> Result<bool, AccountError> {
+        let Some(imap) = self.imap_for(addr.domain()) else {
+            return Ok(true);
+        };
+        let checked = self
+            .store
+            .account_checked_at(addr.localpart(), addr.domain())
+            .await?
+            .unwrap_or(0);
+        let ttl = i64::try_from(imap.scram_ttl.as_millis()).unwrap_or(i64::MAX);
+        Ok(now_ms().saturating_sub(checked) <= ttl)
     }
 
     /// Replaces an imported hash that just matched with Postern's own credentials (so SCRAM
@@ -509,16 +532,8 @@ impl Accounts {
         }
         // An external backend's password: only as long after it last confirmed it as
         // `scram_ttl` says (then a PLAIN login asks it again).
-        if let Some(imap) = self.imap_for(addr.domain()) {
-            let checked = self
-                .store
-                .account_checked_at(addr.localpart(), addr.domain())
-                .await?
-                .unwrap_or(0);
-            let ttl = i64::try_from(imap.scram_ttl.as_millis()).unwrap_or(i64::MAX);
-            if now_ms().saturating_sub(checked) > ttl {
-                return Ok(None);
-            }
+        if !self.still_confirmed(&addr).await? {
+            return Ok(None);
         }
         let c = row.credentials;
         let ScramCredential {

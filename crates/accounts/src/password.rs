@@ -79,7 +79,12 @@ pub(crate) fn imported(stored: &str) -> Credentials {
 /// Checks a password against a stored hash: ours (argon2id) or an imported one.
 pub(crate) fn matches(stored: &str, password: &str) -> bool {
     if crate::legacy::is_legacy(stored) {
-        crate::legacy::verify(stored, password)
+        // At least the time of our own check too: an imported SSHA512 or SHA-crypt hash
+        // alone answers in microseconds, which would tell an existing account from an
+        // unknown one (checked against DUMMY_HASH).
+        let ok = crate::legacy::verify(stored, password);
+        let _ = verify(DUMMY_HASH, password);
+        ok
     } else {
         verify(stored, password)
     }

@@ -58,13 +58,16 @@ pub async fn run(
     }
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let entries: Vec<(u64, Result<Entry, String>)> = match format {
-        Format::PasswdFile => String::from_utf8_lossy(&text)
-            .lines()
+        Format::PasswdFile => text
+            .split(|b| *b == b'\n')
             .enumerate()
             .filter_map(|(i, line)| {
-                import::passwd_line(line, domain.as_deref())
-                    .transpose()
-                    .map(|e| (i as u64 + 1, e))
+                let entry = match std::str::from_utf8(line) {
+                    Ok(line) => import::passwd_line(line, domain.as_deref()).transpose(),
+                    // A password in another charset would be stored changed: refused.
+                    Err(_) => Some(Err("not UTF-8".to_owned())),
+                };
+                entry.map(|e| (i as u64 + 1, e))
             })
             .collect(),
         Format::Csv => import::csv_entries(text.as_slice(), domain.as_deref()).collect(),
