@@ -685,6 +685,68 @@ impl Raw {
     }
 }
 
+/// XEP-0388 SASL2 and XEP-0484 FAST, for the tests of tokens.
+pub const SASL2: &str = "urn:xmpp:sasl:2";
+pub const FAST: &str = "urn:xmpp:fast:0";
+
+/// `HMAC-SHA-256(token, label)`: an HT-SHA-256-NONE proof (`Initiator`) or the server's
+/// (`Responder`).
+pub fn ht_proof(token: &str, label: &[u8]) -> Vec<u8> {
+    use hmac::digest::{FixedOutput, KeyInit, Update};
+    let Ok(mut mac) = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(token.as_bytes())
+    else {
+        unreachable!("HMAC takes a key of any length")
+    };
+    mac.update(label);
+    mac.finalize_fixed().to_vec()
+}
+
+impl Raw {
+    /// On a secured stream: an HT-SHA-256-NONE `<authenticate/>` of device `agent` with
+    /// `token`, plus `inline`; returns the answer up to the end of `<success>` or
+    /// `<failure>`.
+    pub async fn fast(
+        &mut self,
+        user: &str,
+        agent: &str,
+        token: &str,
+        inline: &str,
+    ) -> anyhow::Result<String> {
+        let mut data = format!("{user}\0").into_bytes();
+        data.extend(ht_proof(token, b"Initiator"));
+        self.send(&format!(
+            "<authenticate xmlns='{SASL2}' mechanism='HT-SHA-256-NONE'><initial-response>{}</initial-response>\
+             <user-agent id='{agent}'/><fast xmlns='{FAST}'/>{inline}</authenticate>",
+            B64.encode(data)
+        ))
+        .await?;
+        let head = self.read_until(">").await?;
+        let end = if head.contains("<success") {
+            "</success>"
+        } else {
+            "</failure>"
+        };
+        Ok(head + &self.read_until(end).await?)
+    }
+
+    /// On a secured stream: a SASL2 PLAIN login of device `agent` that asks for a FAST
+    /// token; returns the `<success>` (the token is its `<token token='…'/>`).
+    pub async fn request_token(
+        &mut self,
+        user: &str,
+        password: &str,
+        agent: &str,
+    ) -> anyhow::Result<String> {
+        let initial = B64.encode(format!("\0{user}\0{password}"));
+        self.send(&format!(
+            "<authenticate xmlns='{SASL2}' mechanism='PLAIN'><initial-response>{initial}</initial-response>\
+             <user-agent id='{agent}'/><request-token xmlns='{FAST}' mechanism='HT-SHA-256-NONE'/></authenticate>"
+        ))
+        .await?;
+        self.read_until("</success>").await
+    }
+}
+
 /// The text content of a one-element answer such as `<success xmlns='…'>dGV4dA==</success>`.
 pub fn text_of(element: &str) -> &str {
     element

@@ -11,8 +11,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use postern_tests::dovecot::Dovecot;
 use postern_tests::process::{postern, serve};
 use postern_tests::scram::{Cb, Client as Scram, Hash};
@@ -20,8 +18,6 @@ use postern_tests::{Raw, attr, trusting};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-const SASL2: &str = "urn:xmpp:sasl:2";
-const FAST: &str = "urn:xmpp:fast:0";
 const PHONE: &str = "9c3f3e2a-1111-4c1a-8f00-0000000000ab";
 
 struct Login {
@@ -46,43 +42,24 @@ impl Login {
     /// A SASL2 PLAIN login of a phone that asks for a FAST token; returns the token.
     async fn fast_token(&self, jid: &str, pw: &str) -> String {
         let domain = jid.split('@').nth(1).unwrap();
-        let mut raw = self.secured(domain).await;
-        let initial = B64.encode(format!("\0{jid}\0{pw}"));
-        raw.send(&format!(
-            "<authenticate xmlns='{SASL2}' mechanism='PLAIN'><initial-response>{initial}</initial-response>\
-             <user-agent id='{PHONE}'/><request-token xmlns='{FAST}' mechanism='HT-SHA-256-NONE'/></authenticate>"
-        ))
-        .await
-        .unwrap();
-        let success = raw.read_until("</success>").await.unwrap();
+        let success = self
+            .secured(domain)
+            .await
+            .request_token(jid, pw, PHONE)
+            .await
+            .unwrap();
         let token = &success[success.find("<token").expect("a token")..];
         attr(token, "token").unwrap()
     }
 
     /// An HT-SHA-256-NONE login of the phone with `token`; the answer.
     async fn fast(&self, jid: &str, token: &str) -> String {
-        use hmac::digest::{FixedOutput, KeyInit, Update};
         let domain = jid.split('@').nth(1).unwrap();
-        let mut raw = self.secured(domain).await;
-        let mut mac =
-            <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(token.as_bytes()).unwrap();
-        mac.update(b"Initiator");
-        let mut data = format!("{jid}\0").into_bytes();
-        data.extend(mac.finalize_fixed());
-        raw.send(&format!(
-            "<authenticate xmlns='{SASL2}' mechanism='HT-SHA-256-NONE'><initial-response>{}</initial-response>\
-             <user-agent id='{PHONE}'/><fast xmlns='{FAST}'/></authenticate>",
-            B64.encode(data)
-        ))
-        .await
-        .unwrap();
-        let head = raw.read_until(">").await.unwrap();
-        let end = if head.contains("<success") {
-            "</success>"
-        } else {
-            "</failure>"
-        };
-        head + &raw.read_until(end).await.unwrap()
+        self.secured(domain)
+            .await
+            .fast(jid, PHONE, token, "")
+            .await
+            .unwrap()
     }
 
     async fn scram(&self, jid: &str, pw: &str) -> String {

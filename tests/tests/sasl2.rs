@@ -7,9 +7,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use postern_tests::{Raw, TestServer, attr};
+use postern_tests::{FAST, Raw, SASL2, TestServer, attr, ht_proof};
 
-const SASL2: &str = "urn:xmpp:sasl:2";
 const BIND2: &str = "urn:xmpp:bind:0";
 const SM: &str = "urn:xmpp:sm:3";
 
@@ -189,13 +188,6 @@ async fn failures_use_sasl2_framing_and_no_bind2_means_classic_binding() {
     server.stop().await;
 }
 
-fn ht_proof(token: &str, label: &[u8]) -> Vec<u8> {
-    use hmac::digest::{FixedOutput, KeyInit, Update};
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(token.as_bytes()).unwrap();
-    mac.update(label);
-    mac.finalize_fixed().to_vec()
-}
-
 /// An HT-SHA-256-NONE `<authenticate/>` of `agent` with `token`, plus `inline`.
 async fn fast_login(
     server: &TestServer,
@@ -209,40 +201,19 @@ async fn fast_login(
         features.contains("<mechanism>HT-SHA-256-NONE</mechanism>"),
         "{features}"
     );
-    let mut data = format!("{user}\0").into_bytes();
-    data.extend(ht_proof(token, b"Initiator"));
-    raw.send(&format!(
-        "<authenticate xmlns='{SASL2}' mechanism='HT-SHA-256-NONE'><initial-response>{}</initial-response>\
-         <user-agent id='{agent}'/><fast xmlns='{FAST}'/>{inline}</authenticate>",
-        B64.encode(data)
-    ))
-    .await
-    .unwrap();
-    let head = raw.read_until(">").await.unwrap();
-    let end = if head.contains("<success") {
-        "</success>"
-    } else {
-        "</failure>"
-    };
-    let answer = head + &raw.read_until(end).await.unwrap();
+    let answer = raw.fast(user, agent, token, inline).await.unwrap();
     (raw, answer)
 }
 
-const FAST: &str = "urn:xmpp:fast:0";
 const PHONE: &str = "9c3f3e2a-1111-4c1a-8f00-0000000000aa";
 
 /// A password login of `PHONE` that asks for a token; returns it.
 async fn token_for_phone(server: &TestServer) -> String {
-    let request = format!("<request-token xmlns='{FAST}' mechanism='HT-SHA-256-NONE'/>");
-    let initial = B64.encode("\0alice@localhost\0pw");
     let (mut raw, _) = Raw::secured(server, "localhost").await.unwrap();
-    raw.send(&format!(
-        "<authenticate xmlns='{SASL2}' mechanism='PLAIN'><initial-response>{initial}</initial-response>\
-         <user-agent id='{PHONE}'/>{request}</authenticate>"
-    ))
-    .await
-    .unwrap();
-    let success = raw.read_until("</success>").await.unwrap();
+    let success = raw
+        .request_token("alice@localhost", "pw", PHONE)
+        .await
+        .unwrap();
     let token_el = &success[success.find("<token").expect("a token")..];
     assert!(attr(token_el, "expiry").is_some(), "{success}");
     attr(token_el, "token").unwrap()

@@ -191,15 +191,7 @@ impl Accounts {
         {
             return Err(AccountError::Exists(addr.to_string()));
         }
-        let credentials = self.hash(password).await?;
-        let row = AccountRow {
-            localpart: addr.localpart().to_owned(),
-            domain: addr.domain().to_owned(),
-            credentials,
-            disabled: false,
-            is_admin: false,
-            created_at_ms: now_ms(),
-        };
+        let row = new_row(&addr, self.hash(password).await?);
         // The insert itself settles a race with a concurrent add of the same address.
         if !self.store.account_insert(&row).await? {
             return Err(AccountError::Exists(addr.to_string()));
@@ -228,15 +220,11 @@ impl Accounts {
             }
             import::Secret::Hashed(stored) => password::imported(stored),
         };
-        let row = AccountRow {
-            localpart: addr.localpart().to_owned(),
-            domain: addr.domain().to_owned(),
-            credentials,
-            disabled: false,
-            is_admin: false,
-            created_at_ms: now_ms(),
-        };
-        if !self.store.account_insert(&row).await? {
+        if !self
+            .store
+            .account_insert(&new_row(&addr, credentials))
+            .await?
+        {
             return Ok(Imported::Exists);
         }
         Ok(Imported::Added)
@@ -431,14 +419,7 @@ impl Accounts {
         }
         match row {
             None => {
-                let row = AccountRow {
-                    localpart: localpart.to_owned(),
-                    domain: domain.to_owned(),
-                    credentials: self.hash(password).await?,
-                    disabled: false,
-                    is_admin: false,
-                    created_at_ms: now_ms(),
-                };
+                let row = new_row(addr, self.hash(password).await?);
                 // A concurrent first login may have created it: either row will do.
                 if self.store.account_insert(&row).await? {
                     tracing::info!(account = %addr, "account created at its first login (IMAP backend)");
@@ -626,6 +607,18 @@ fn parse_address(
     address
         .as_address()
         .map_err(|e| AccountError::InvalidAddress(e.input, e.reason))
+}
+
+/// A new, enabled, ordinary account with these credentials.
+fn new_row(addr: &Address, credentials: postern_store::Credentials) -> AccountRow {
+    AccountRow {
+        localpart: addr.localpart().to_owned(),
+        domain: addr.domain().to_owned(),
+        credentials,
+        disabled: false,
+        is_admin: false,
+        created_at_ms: now_ms(),
+    }
 }
 
 fn check_password(password: &str) -> Result<(), AccountError> {
