@@ -720,13 +720,7 @@ impl Raw {
             B64.encode(data)
         ))
         .await?;
-        let head = self.read_until(">").await?;
-        let end = if head.contains("<success") {
-            "</success>"
-        } else {
-            "</failure>"
-        };
-        Ok(head + &self.read_until(end).await?)
+        self.sasl_answer().await
     }
 
     /// On a secured stream: a SASL2 PLAIN login of device `agent` that asks for a FAST

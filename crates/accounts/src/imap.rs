@@ -10,7 +10,7 @@
 //! `<temporary-auth-failure/>`, never a success.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
@@ -113,11 +113,7 @@ impl ImapBackend {
     }
 
     /// Whether the IMAP server takes `password` for `address` (`localpart@domain`).
-    pub async fn check(
-        self: &Arc<Self>,
-        address: &str,
-        password: &str,
-    ) -> Result<bool, Unavailable> {
+    pub async fn check(&self, address: &str, password: &str) -> Result<bool, Unavailable> {
         // No IMAP password holds a line break or a NUL (Dovecot answers such a PLAIN
         // message with an error, not a NO): refused here, never sent.
         if [address, password]

@@ -364,13 +364,11 @@ impl Accounts {
         address: &(impl AsAddress + ?Sized),
         password: &str,
     ) -> Result<bool, AccountError> {
-        if let Ok(addr) = parse_address(address)
-            && let Some(imap) = self.imap_for(addr.domain())
-        {
-            return self.verify_external(&addr, imap, password).await;
-        }
         let row = match parse_address(address) {
             Ok(addr) => {
+                if let Some(imap) = self.imap_for(addr.domain()) {
+                    return self.verify_external(&addr, imap, password).await;
+                }
                 self.store
                     .account_get(addr.localpart(), addr.domain())
                     .await?

@@ -50,13 +50,6 @@ pub struct Party {
     pub visible: bool,
 }
 
-impl Party {
-    /// The owner's domain (a room's service domain, later).
-    pub fn domain(&self) -> &str {
-        domain_of(&self.owner)
-    }
-}
-
 /// The domain of a bare JID.
 pub(crate) fn domain_of(jid: &str) -> &str {
     jid.rsplit_once('@').map_or(jid, |(_, d)| d)
