@@ -1,12 +1,14 @@
 //! A real Dovecot IMAP server on loopback (Debian's dovecot-imapd, installed by
-//! `scripts/deps test`), for the tests of the account backends: a passwd-file of its own,
-//! implicit TLS and STARTTLS listeners, a self-signed certificate for `localhost`, and
-//! Dovecot's per-IP authentication penalty off, as docs/accounts.md asks of a Dovecot that
-//! Postern checks passwords with. Runs as
-//! the test's user (root in CI: Dovecot drops to its own users for logins).
+//! `scripts/deps test`), for the tests of the account backends: a passwd-file of its own
+//! (passdb and userdb, so its users can be listed), implicit TLS and STARTTLS listeners, a
+//! self-signed certificate for `localhost`, its auth service on a Unix socket and a TCP
+//! port, and Dovecot's per-IP authentication penalty off, as docs/accounts.md asks of a
+//! Dovecot that Postern checks passwords with. Runs as the test's user (root in CI:
+//! Dovecot drops to its own users for logins).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,6 +20,8 @@ pub struct Dovecot {
     pub imaps_port: u16,
     /// Plain IMAP with STARTTLS.
     pub imap_port: u16,
+    /// The auth service's `inet_listener` (Dovecot's authentication protocol over TCP).
+    pub auth_port: u16,
     /// Versions of the passwd-file written.
     versions: u64,
 }
@@ -51,21 +55,34 @@ impl Dovecot {
             child: None,
             imaps_port: 0,
             imap_port: 0,
+            auth_port: 0,
             versions: 0,
         };
         for (address, password) in users {
             dovecot.write_password(address, password);
         }
-        // Dovecot takes fixed ports: try a few random ones until both bind.
-        for attempt in 0..8 {
-            let base = 20_000 + (std::process::id() as u16 % 1000) * 40 + attempt * 2;
-            dovecot.imaps_port = base;
-            dovecot.imap_port = base + 1;
+        // Dovecot takes fixed ports: free ones the system picks, tried again when another
+        // process took one in between.
+        for _ in 0..8 {
+            let [imaps, imap, auth] = free_ports();
+            dovecot.imaps_port = imaps;
+            dovecot.imap_port = imap;
+            dovecot.auth_port = auth;
             if dovecot.launch() {
                 return dovecot;
             }
         }
         panic!("Dovecot did not start: {}", dovecot.log());
+    }
+
+    /// The auth service's client socket (Dovecot's authentication protocol).
+    pub fn auth_socket(&self) -> PathBuf {
+        self.dir.path().join("run/auth-client")
+    }
+
+    /// The auth-userdb socket (the auth-master protocol: user lookups and listing).
+    pub fn userdb_socket(&self) -> PathBuf {
+        self.dir.path().join("run/auth-userdb")
     }
 
     /// The certificate its listeners present (for a client's `ca_file`).
@@ -90,6 +107,27 @@ impl Dovecot {
         }
     }
 
+    /// Removes a user from the passwd-file, and (when running) waits until Dovecot's auth
+    /// process no longer takes its password.
+    pub fn remove_user(&mut self, address: &str, password: &str) {
+        let path = self.dir.path().join("users");
+        let lines: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{address}:")))
+            .map(str::to_owned)
+            .collect();
+        self.write_users(&lines);
+        if self.child.is_none() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.auth_test(address, password) {
+            assert!(Instant::now() < deadline, "Dovecot never dropped the user");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `doveadm auth test`: whether Dovecot's auth process takes this password now.
     fn auth_test(&self, address: &str, password: &str) -> bool {
         Command::new("doveadm")
@@ -110,35 +148,45 @@ impl Dovecot {
             .filter(|l| !l.starts_with(&format!("{address}:")))
             .map(str::to_owned)
             .collect();
+        // passwd-file: user:password:uid:gid:(gecos):home:(shell), so that the userdb can
+        // list and look up users too.
         lines.push(format!(
-            "{address}:{}",
-            doveadm_pw("SHA512-CRYPT", password)
+            "{address}:{}:65534:65534::{}/home::",
+            doveadm_pw("SHA512-CRYPT", password),
+            self.dir.path().display()
         ));
+        self.write_users(&lines);
+    }
+
+    fn write_users(&mut self, lines: &[String]) {
         // A new file renamed over the old, so Dovecot never reads half of one. It reads the
         // file again when its mtime (in seconds) or size differ, and a new hash has the same
         // size: each version gets an mtime of its own.
         self.versions += 1;
         let tmp = self.dir.path().join("users.new");
         let mut f = std::fs::File::create(&tmp).expect("users");
-        for l in &lines {
+        for l in lines {
             writeln!(f, "{l}").expect("users");
         }
         f.set_modified(std::time::SystemTime::now() + Duration::from_secs(self.versions))
             .expect("mtime");
         f.sync_all().expect("users");
         set_mode(&tmp, 0o644);
-        std::fs::rename(&tmp, &path).expect("users");
+        std::fs::rename(&tmp, self.dir.path().join("users")).expect("users");
     }
 
-    /// Stops it (the ports go quiet); [`Dovecot::restart`] brings it back on the same ones.
+    /// Stops it, all its processes (the auth process would go on serving connections it
+    /// has, after the master is gone); [`Dovecot::restart`] brings it back on the same
+    /// ports.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            kill_group(&child);
             let _ = child.wait();
         }
-        // Its login processes go with the master; wait until the port refuses.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.imaps_port)).is_ok() {
+        while TcpStream::connect(("127.0.0.1", self.imaps_port)).is_ok()
+            || TcpStream::connect(("127.0.0.1", self.auth_port)).is_ok()
+        {
             assert!(Instant::now() < deadline, "Dovecot did not stop");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -167,10 +215,12 @@ impl Dovecot {
                  ssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem\n\
                  disable_plaintext_auth = yes\nauth_mechanisms = plain login\n\
                  passdb {{\n  driver = passwd-file\n  args = scheme=CRYPT username_format=%u {d}/users\n}}\n\
-                 userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home={d}/home/%u\n}}\n\
+                 userdb {{\n  driver = passwd-file\n  args = username_format=%u {d}/users\n}}\n\
+                 service auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {}\n  }}\n}}\n\
                  mail_location = maildir:{d}/home/%u/Maildir\n\
                  service imap-login {{\n  inet_listener imap {{\n    port = {}\n  }}\n  \
                  inet_listener imaps {{\n    port = {}\n    ssl = yes\n  }}\n}}\n",
+                self.auth_port,
                 self.imap_port,
                 self.imaps_port,
                 d = d.display()
@@ -178,6 +228,7 @@ impl Dovecot {
         )
         .expect("dovecot.conf");
         let mut child = Command::new("dovecot")
+            .process_group(0)
             .arg("-F")
             .arg("-c")
             .arg(&conf)
@@ -191,7 +242,10 @@ impl Dovecot {
             if let Ok(Some(_)) = child.try_wait() {
                 return false;
             }
-            if ready(self.imap_port) {
+            // Its own auth socket too: the port alone might be another Dovecot's.
+            if ready(self.imap_port)
+                && std::os::unix::net::UnixStream::connect(self.auth_socket()).is_ok()
+            {
                 self.child = Some(child);
                 return true;
             }
@@ -202,6 +256,13 @@ impl Dovecot {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Three ports free a moment ago (bound together, so distinct).
+fn free_ports() -> [u16; 3] {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let held = [bind(), bind(), bind()];
+    held.map(|l| l.local_addr().expect("port").port())
 }
 
 /// Whether the plain listener greets with its capabilities (the auth process answers).
@@ -220,10 +281,17 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
+/// SIGTERM to Dovecot's process group: the master and every process it started.
+fn kill_group(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &format!("-{}", child.id())])
+        .status();
+}
+
 impl Drop for Dovecot {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            kill_group(&child);
             let _ = child.wait();
         }
     }

@@ -27,6 +27,7 @@ use tokio_xmpp::{Client, Event};
 
 pub use postern::Config;
 
+pub mod backend_login;
 pub mod dovecot;
 pub mod process;
 pub mod scram;

@@ -6,70 +6,15 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure, like the tests
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
+use postern_tests::backend_login::Login;
 use postern_tests::dovecot::Dovecot;
 use postern_tests::process::{postern, serve};
-use postern_tests::scram::{Cb, Client as Scram, Hash};
-use postern_tests::{Raw, attr, trusting};
+use postern_tests::trusting;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-
-const PHONE: &str = "9c3f3e2a-1111-4c1a-8f00-0000000000ab";
-
-struct Login {
-    addr: SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-}
-
-impl Login {
-    async fn secured(&self, domain: &str) -> Raw {
-        let mut raw = Raw::connect(self.addr).await.unwrap();
-        raw.starttls(domain, self.tls.clone()).await.unwrap();
-        raw.open(domain).await.unwrap();
-        raw.read_until("</stream:features>").await.unwrap();
-        raw
-    }
-
-    async fn plain(&self, jid: &str, pw: &str) -> String {
-        let domain = jid.split('@').nth(1).unwrap();
-        self.secured(domain).await.plain(jid, pw).await.unwrap()
-    }
-
-    /// A SASL2 PLAIN login of a phone that asks for a FAST token; returns the token.
-    async fn fast_token(&self, jid: &str, pw: &str) -> String {
-        let domain = jid.split('@').nth(1).unwrap();
-        let success = self
-            .secured(domain)
-            .await
-            .request_token(jid, pw, PHONE)
-            .await
-            .unwrap();
-        let token = &success[success.find("<token").expect("a token")..];
-        attr(token, "token").unwrap()
-    }
-
-    /// An HT-SHA-256-NONE login of the phone with `token`; the answer.
-    async fn fast(&self, jid: &str, token: &str) -> String {
-        let domain = jid.split('@').nth(1).unwrap();
-        self.secured(domain)
-            .await
-            .fast(jid, PHONE, token, "")
-            .await
-            .unwrap()
-    }
-
-    async fn scram(&self, jid: &str, pw: &str) -> String {
-        let (user, domain) = jid.split_once('@').unwrap();
-        let mut raw = self.secured(domain).await;
-        raw.scram(&mut Scram::new(Hash::Sha256, user, pw, Cb::None))
-            .await
-            .unwrap()
-    }
-}
 
 fn config(dir: &Path, url: &str, ca: &Path) -> std::path::PathBuf {
     let config = dir.join("postern.toml");
@@ -199,7 +144,7 @@ async fn scenario(starttls: bool) {
     let _ = server.wait();
     let problems = problems.lock().unwrap();
     assert!(
-        problems.iter().any(|l| l.contains("IMAP account backend")),
+        problems.iter().any(|l| l.contains("account backend IMAP")),
         "the outage is logged: {problems:?}"
     );
 }

@@ -2,13 +2,23 @@
 //!
 //! ```toml
 //! [accounts]
-//! backend = "internal"          # internal (default) | imap
+//! backend = "internal"          # internal (default) | imap | dovecot
 //! by_domain = { "example.org" = "imap" }
 //!
 //! [accounts.imap]               # for the domains whose backend is imap
 //! url = "imaps://mail.example.org"   # imaps:// (TLS, port 993) or imap:// (STARTTLS, 143)
 //! ca_file = "/etc/ssl/private-ca.pem" # default: the system's CAs
-//! username = "address"          # what the IMAP server takes: address (default) | localpart
+//! username = "address"          # what the server takes: address (default) | localpart
+//! timeout = "10s"
+//! scram_ttl = "1d"
+//! failure_cache = "30s"
+//!
+//! [accounts.dovecot]            # for the domains whose backend is dovecot
+//! auth_socket = "/run/dovecot/auth-postern"  # or "inet:127.0.0.1:12345"
+//! userdb_socket = "/run/dovecot/auth-userdb" # optional: the accounts Dovecot knows
+//! sync_interval = "5m"          # how often they are read (with userdb_socket)
+//! service = "xmpp"              # the service name Dovecot's passdb and logs see
+//! username = "address"
 //! timeout = "10s"
 //! scram_ttl = "1d"
 //! failure_cache = "30s"
@@ -32,6 +42,8 @@ pub struct AccountsConfig {
     pub by_domain: HashMap<String, BackendKind>,
     /// The IMAP server, for the domains whose backend is `imap`.
     pub imap: Option<ImapConfig>,
+    /// Dovecot's auth service, for the domains whose backend is `dovecot`.
+    pub dovecot: Option<DovecotConfig>,
 }
 
 /// Where a domain's passwords are checked.
@@ -43,6 +55,8 @@ pub enum BackendKind {
     Internal,
     /// The organisation's IMAP server: each PLAIN login is checked by logging in there.
     Imap,
+    /// Dovecot's auth socket: each PLAIN login is checked as Postfix checks SMTP AUTH.
+    Dovecot,
 }
 
 /// `[accounts.imap]`.
@@ -56,7 +70,7 @@ pub struct ImapConfig {
     pub ca_file: Option<PathBuf>,
     /// The user name the IMAP server takes.
     #[serde(default)]
-    pub username: ImapUsername,
+    pub username: Username,
     /// The longest a check may take (connect, TLS, login); past it the login gets
     /// `<temporary-auth-failure/>`.
     #[serde(
@@ -80,15 +94,121 @@ pub struct ImapConfig {
     pub failure_cache: Duration,
 }
 
-/// What the IMAP server takes as user name.
+/// `[accounts.dovecot]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DovecotConfig {
+    /// Dovecot's auth client socket: a path (a `unix_listener` of `service auth`), or
+    /// `inet:host:port` (an `inet_listener`; the protocol is not encrypted: loopback or a
+    /// trusted network only).
+    pub auth_socket: String,
+    /// Dovecot's auth-userdb socket (the auth-master protocol), to list the accounts
+    /// Dovecot knows: they exist here before their first login, and one that leaves
+    /// Dovecot loses its SCRAM keys, FAST tokens and live sessions. Without it Postern
+    /// learns of accounts at their first login.
+    pub userdb_socket: Option<String>,
+    /// How often the accounts are read from `userdb_socket`.
+    #[serde(
+        default = "default_sync_interval",
+        deserialize_with = "postern_core::config::duration"
+    )]
+    pub sync_interval: Duration,
+    /// The service name in each request (Dovecot's passdb rules and logs see it).
+    #[serde(default = "default_service")]
+    pub service: String,
+    /// The user name Dovecot takes.
+    #[serde(default)]
+    pub username: Username,
+    /// The longest a check may take; past it the login gets `<temporary-auth-failure/>`.
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "postern_core::config::duration"
+    )]
+    pub timeout: Duration,
+    /// As `[accounts.imap] scram_ttl`.
+    #[serde(
+        default = "default_scram_ttl",
+        deserialize_with = "postern_core::config::duration"
+    )]
+    pub scram_ttl: Duration,
+    /// As `[accounts.imap] failure_cache`.
+    #[serde(
+        default = "default_failure_cache",
+        deserialize_with = "postern_core::config::duration"
+    )]
+    pub failure_cache: Duration,
+}
+
+/// What every external backend's check is bounded by.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub scram_ttl: Duration,
+    pub failure_cache: Duration,
+}
+
+impl ImapConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.timeout,
+            scram_ttl: self.scram_ttl,
+            failure_cache: self.failure_cache,
+        }
+    }
+}
+
+impl DovecotConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.timeout,
+            scram_ttl: self.scram_ttl,
+            failure_cache: self.failure_cache,
+        }
+    }
+}
+
+/// What an external backend takes as user name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ImapUsername {
+pub enum Username {
     /// `alice@example.org` (Dovecot with `%u`, most hosted mail).
     #[default]
     Address,
     /// `alice` (a server for one domain).
     Localpart,
+}
+
+impl Username {
+    /// The user name for `address` (`localpart@domain`).
+    pub fn of(self, address: &str) -> &str {
+        match self {
+            Username::Address => address,
+            Username::Localpart => address.split('@').next().unwrap_or(address),
+        }
+    }
+
+    /// The address in `domain` of a user name the backend listed, lowercase; `None` for
+    /// one of another domain (or, with `address`, one without a domain).
+    pub fn address_in(self, user: &str, domain: &str) -> Option<String> {
+        let user = user.trim().to_lowercase();
+        match self {
+            Username::Address => {
+                let (_, d) = user.rsplit_once('@')?;
+                (d == domain).then_some(user)
+            }
+            Username::Localpart => {
+                (!user.contains('@') && !user.is_empty()).then(|| format!("{user}@{domain}"))
+            }
+        }
+    }
+}
+
+fn default_sync_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_service() -> String {
+    "xmpp".to_owned()
 }
 
 fn default_timeout() -> Duration {
@@ -119,41 +239,68 @@ impl AccountsConfig {
                 ));
             }
         }
-        let uses_imap = served
-            .iter()
-            .any(|d| self.backend_of(d) == BackendKind::Imap);
-        match &self.imap {
-            None if uses_imap => out.push(
+        let uses = |kind| served.iter().any(|d| self.backend_of(d) == kind);
+        let domains_of = |kind| served.iter().filter(|d| self.backend_of(d) == kind).count();
+        if uses(BackendKind::Imap) && self.imap.is_none() {
+            out.push(
                 "[accounts] a domain's backend is imap, but there is no [accounts.imap]".into(),
-            ),
-            Some(imap) => {
-                if let Err(e) = crate::imap::Target::parse(&imap.url) {
-                    out.push(format!("[accounts.imap] url: {e}"));
-                }
-                if let Some(ca) = &imap.ca_file
-                    && !ca.is_file()
-                {
-                    out.push(format!(
-                        "[accounts.imap] ca_file {} is not a file",
-                        ca.display()
-                    ));
-                }
-                if imap.timeout.is_zero() {
-                    out.push("[accounts.imap] timeout must be more than 0".into());
-                }
-                let imap_domains = served
-                    .iter()
-                    .filter(|d| self.backend_of(d) == BackendKind::Imap)
-                    .count();
-                if imap.username == ImapUsername::Localpart && imap_domains > 1 {
-                    out.push(
-                        "[accounts.imap] username = \"localpart\" with several imap domains: \
-                         alice@a and alice@b would be the same IMAP user"
-                            .into(),
-                    );
+            );
+        }
+        if uses(BackendKind::Dovecot) && self.dovecot.is_none() {
+            out.push(
+                "[accounts] a domain's backend is dovecot, but there is no [accounts.dovecot]"
+                    .into(),
+            );
+        }
+        let shared_localpart = |section: &str, username: Username, kind| {
+            (username == Username::Localpart && domains_of(kind) > 1).then(|| {
+                format!(
+                    "[accounts.{section}] username = \"localpart\" with several {section} \
+                     domains: alice@a and alice@b would be the same user there"
+                )
+            })
+        };
+        if let Some(imap) = &self.imap {
+            if let Err(e) = crate::backend::imap::Target::parse(&imap.url) {
+                out.push(format!("[accounts.imap] url: {e}"));
+            }
+            if let Some(ca) = &imap.ca_file
+                && !ca.is_file()
+            {
+                out.push(format!(
+                    "[accounts.imap] ca_file {} is not a file",
+                    ca.display()
+                ));
+            }
+            if imap.timeout.is_zero() {
+                out.push("[accounts.imap] timeout must be more than 0".into());
+            }
+            out.extend(shared_localpart("imap", imap.username, BackendKind::Imap));
+        }
+        if let Some(dovecot) = &self.dovecot {
+            let sockets = std::iter::once(("auth_socket", &dovecot.auth_socket))
+                .chain(dovecot.userdb_socket.iter().map(|s| ("userdb_socket", s)));
+            for (key, socket) in sockets {
+                if let Err(e) = crate::backend::dovecot::Socket::parse(socket) {
+                    out.push(format!("[accounts.dovecot] {key}: {e}"));
                 }
             }
-            None => {}
+            if dovecot.timeout.is_zero() {
+                out.push("[accounts.dovecot] timeout must be more than 0".into());
+            }
+            if dovecot.sync_interval < Duration::from_secs(1) {
+                out.push("[accounts.dovecot] sync_interval must be at least 1s".into());
+            }
+            if dovecot.service.is_empty()
+                || dovecot.service.chars().any(|c| c.is_control() || c == '\t')
+            {
+                out.push("[accounts.dovecot] service must be a plain name".into());
+            }
+            out.extend(shared_localpart(
+                "dovecot",
+                dovecot.username,
+                BackendKind::Dovecot,
+            ));
         }
         out
     }
@@ -178,12 +325,51 @@ mod tests {
         let p = config("backend = \"imap\"\n[imap]\nurl = \"pop3://x\"\nusername = \"localpart\"");
         let p = p.problems(&served);
         assert!(p.iter().any(|m| m.contains("url")), "{p:?}");
-        assert!(p.iter().any(|m| m.contains("same IMAP user")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("same user there")), "{p:?}");
         let one = config(
             "by_domain = { \"a.test\" = \"imap\" }\n[imap]\nurl = \"imaps://x\"\nusername = \"localpart\"",
         );
         assert!(one.problems(&served).is_empty());
         assert_eq!(one.backend_of("a.test"), BackendKind::Imap);
         assert_eq!(one.backend_of("b.test"), BackendKind::Internal);
+        let p = config("backend = \"dovecot\"").problems(&served);
+        assert!(p[0].contains("no [accounts.dovecot]"), "{p:?}");
+        let p = config(
+            "backend = \"dovecot\"\n[dovecot]\nauth_socket = \"auth\"\n\
+             userdb_socket = \"inet:x\"\nservice = \"a\\tb\"\nsync_interval = \"0s\"",
+        )
+        .problems(&served);
+        for key in ["auth_socket", "userdb_socket", "service", "sync_interval"] {
+            assert!(p.iter().any(|m| m.contains(key)), "{key}: {p:?}");
+        }
+        let ok = config(
+            "backend = \"dovecot\"\n[dovecot]\nauth_socket = \"inet:127.0.0.1:12345\"\n\
+             userdb_socket = \"/run/dovecot/auth-userdb\"",
+        );
+        assert!(
+            ok.problems(&served).is_empty(),
+            "{:?}",
+            ok.problems(&served)
+        );
+        assert_eq!(ok.backend_of("b.test"), BackendKind::Dovecot);
+    }
+
+    #[test]
+    fn user_names() {
+        assert_eq!(Username::Address.of("a@x.test"), "a@x.test");
+        assert_eq!(Username::Localpart.of("a@x.test"), "a");
+        assert_eq!(
+            Username::Address
+                .address_in("A@X.test", "x.test")
+                .as_deref(),
+            Some("a@x.test")
+        );
+        assert_eq!(Username::Address.address_in("a@y.test", "x.test"), None);
+        assert_eq!(Username::Address.address_in("a", "x.test"), None);
+        assert_eq!(
+            Username::Localpart.address_in("a", "x.test").as_deref(),
+            Some("a@x.test")
+        );
+        assert_eq!(Username::Localpart.address_in("a@x.test", "x.test"), None);
     }
 }

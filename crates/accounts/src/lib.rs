@@ -8,9 +8,11 @@
 //! - `password`: argon2id PHC strings plus SCRAM keys, derived from one password.
 //! - [`scram`]: the server side of SCRAM-SHA-1/256/512(-PLUS), pure and I/O free.
 //! - [`fast`]: XEP-0484 FAST tokens (HT-SHA-256-NONE): issued per device, checked, rotated.
-//! - [`config`] and [`imap`]: `[accounts]`, where a domain's passwords are checked: here, or
-//!   by logging in to the organisation's IMAP server (then the confirmed password's SCRAM
-//!   keys are kept, honoured for `scram_ttl`).
+//! - [`config`] and [`backend`]: `[accounts]`, where a domain's passwords are checked: here,
+//!   or by the organisation's own servers (its IMAP server, Dovecot's auth socket); then the
+//!   confirmed password's SCRAM keys are kept, honoured for `scram_ttl`.
+//! - `sync`: the accounts a backend lists (Dovecot's userdb) exist here before their first
+//!   login; one that leaves it loses SCRAM and FAST, and the server closes its sessions.
 //! - [`legacy`]: hashes imported from Dovecot (`{SHA512-CRYPT}` …), checked at login and then
 //!   replaced by our own; [`import`] reads the files they come in.
 //!
@@ -19,14 +21,15 @@
 //! user, then `server_first` and `client_final`. Both treat unknown, disabled and
 //! wrong-password logins alike, so an attacker cannot probe which accounts exist.
 
+pub mod backend;
 pub mod config;
 pub mod fast;
 mod hash_pool;
-pub mod imap;
 pub mod import;
 pub mod legacy;
 mod password;
 pub mod scram;
+mod sync;
 
 use std::sync::Arc;
 
@@ -36,6 +39,7 @@ use postern_store::{AccountRow, ScramCredential, Store, StoreError};
 pub use config::{AccountsConfig, BackendKind};
 pub use password::HashError;
 pub use scram::{ChannelBindings, ClientFirst, ScramError, ScramHash, ScramKeys, ScramServer};
+pub use sync::Synced;
 
 /// Why an account operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +76,7 @@ pub enum AccountError {
     Store(StoreError),
     /// The external backend that checks this domain's passwords gave no answer.
     #[error(transparent)]
-    Unavailable(#[from] imap::Unavailable),
+    Unavailable(#[from] backend::Unavailable),
     /// `[accounts]` cannot be used (a CA file that does not load, …).
     #[error("[accounts] {0}")]
     Config(String),
@@ -113,14 +117,8 @@ pub struct Accounts {
     store: Store,
     /// Where argon2id and PBKDF2 run: bounded, off the async workers.
     hashing: hash_pool::HashPool,
-    /// Which domains' passwords an IMAP server checks, and that server.
-    backends: Arc<Backends>,
-}
-
-#[derive(Debug, Default)]
-struct Backends {
-    config: AccountsConfig,
-    imap: Option<Arc<imap::ImapBackend>>,
+    /// Which domains' passwords the organisation's servers check, and those servers.
+    backends: Arc<backend::Backends>,
 }
 
 impl Accounts {
@@ -135,28 +133,12 @@ impl Accounts {
 
     /// Wraps a store, with the backends `config` names (`postern serve`).
     pub fn with_config(store: Store, config: &AccountsConfig) -> Result<Self, AccountError> {
-        let imap = config
-            .imap
-            .as_ref()
-            .map(imap::ImapBackend::new)
-            .transpose()
-            .map_err(AccountError::Config)?
-            .map(Arc::new);
+        let backends = backend::Backends::new(config).map_err(AccountError::Config)?;
         Ok(Accounts {
             store,
             hashing: hash_pool::HashPool::new(),
-            backends: Arc::new(Backends {
-                config: config.clone(),
-                imap,
-            }),
+            backends: Arc::new(backends),
         })
-    }
-
-    /// The IMAP server that checks `domain`'s passwords, if one does.
-    fn imap_for(&self, domain: &str) -> Option<&Arc<imap::ImapBackend>> {
-        (self.backends.config.backend_of(domain) == BackendKind::Imap)
-            .then_some(self.backends.imap.as_ref())
-            .flatten()
     }
 
     /// Derives all credentials on the hashing pool: argon2id plus three PBKDF2 runs take tens
@@ -366,8 +348,8 @@ impl Accounts {
     ) -> Result<bool, AccountError> {
         let row = match parse_address(address) {
             Ok(addr) => {
-                if let Some(imap) = self.imap_for(addr.domain()) {
-                    return self.verify_external(&addr, imap, password).await;
+                if let Some(external) = self.backends.of(addr.domain()) {
+                    return self.verify_external(&addr, external, password).await;
                 }
                 self.store
                     .account_get(addr.localpart(), addr.domain())
@@ -395,18 +377,18 @@ impl Accounts {
         Ok(ok && active)
     }
 
-    /// A PLAIN login for a domain whose passwords the IMAP server checks. A password it
+    /// A PLAIN login for a domain whose passwords an external backend checks. A password it
     /// confirms becomes (or refreshes) the account here, with credentials derived from it,
     /// so that SCRAM works for `scram_ttl`; one it refuses is refused. An account the admin
     /// disabled here stays refused whatever the server says.
     async fn verify_external(
         &self,
         addr: &Address,
-        imap: &Arc<imap::ImapBackend>,
+        external: &backend::Backend,
         password: &str,
     ) -> Result<bool, AccountError> {
         let (localpart, domain) = (addr.localpart(), addr.domain());
-        if !imap.check(&addr.to_string(), password).await? {
+        if !external.check(&addr.to_string(), password).await? {
             return Ok(false);
         }
         // Read after the check: a disable while it ran counts, and a disabled account
@@ -420,7 +402,7 @@ impl Accounts {
                 let row = new_row(addr, self.hash(password).await?);
                 // A concurrent first login may have created it: either row will do.
                 if self.store.account_insert(&row).await? {
-                    tracing::info!(account = %addr, "account created at its first login (IMAP backend)");
+                    tracing::info!(account = %addr, backend = %external, "account created at its first login");
                 }
             }
             Some(r) => {
@@ -453,7 +435,7 @@ impl Accounts {
     /// for; past it only a PLAIN login, which asks the backend, gets in). Always true for a
     /// domain whose passwords are kept here.
     pub(crate) async fn still_confirmed(&self, addr: &Address) -> Result<bool, AccountError> {
-        let Some(imap) = self.imap_for(addr.domain()) else {
+        let Some(external) = self.backends.of(addr.domain()) else {
             return Ok(true);
         };
         let checked = self
@@ -461,7 +443,7 @@ impl Accounts {
             .account_checked_at(addr.localpart(), addr.domain())
             .await?
             .unwrap_or(0);
-        let ttl = i64::try_from(imap.scram_ttl.as_millis()).unwrap_or(i64::MAX);
+        let ttl = i64::try_from(external.scram_ttl().as_millis()).unwrap_or(i64::MAX);
         Ok(now_ms().saturating_sub(checked) <= ttl)
     }
 

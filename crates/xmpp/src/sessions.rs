@@ -17,6 +17,9 @@ pub enum Outbound {
     Stanza(Element),
     /// Another connection bound the same resource (RFC 6120 §7.7.2.2): close with `conflict`.
     Replaced,
+    /// The account may no longer log in (its backend stopped listing it): close with
+    /// `not-authorized`, and end the session (not kept for resumption).
+    Revoked,
 }
 
 /// One bound resource.
@@ -80,7 +83,7 @@ impl Session {
     pub fn offer(&self, el: Element) -> Result<(), Element> {
         match self.try_push(Outbound::Stanza(el)) {
             Err(Outbound::Stanza(el)) => Err(el),
-            Ok(()) | Err(Outbound::Replaced) => Ok(()),
+            Ok(()) | Err(Outbound::Replaced | Outbound::Revoked) => Ok(()),
         }
     }
 

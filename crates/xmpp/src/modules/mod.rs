@@ -1,6 +1,7 @@
 //! Every feature beyond the core lives in one file here and registers what it handles.
 //! Adding a XEP is adding a file and a line in [`register_all`].
 
+pub mod account_sync;
 pub mod archive;
 pub mod blocking;
 pub mod carbons;
@@ -30,6 +31,7 @@ pub fn register_all(r: &mut RouterBuilder, config: &XmppConfig) {
     presence::register(r);
     blocking::register(r);
     archive::register(r, &config.archive);
+    account_sync::register(r);
     carbons::register(r);
     csi::register(r);
     sm::register(r);

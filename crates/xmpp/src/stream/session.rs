@@ -179,6 +179,9 @@ impl Link {
                     Some(Outbound::Replaced) => {
                         return End::Close(Some(replaced()));
                     }
+                    Some(Outbound::Revoked) => {
+                        return End::Close(Some(revoked()));
+                    }
                     None => return End::Close(None),
                 },
                 attach = session.attached() => return End::Attach(attach),
@@ -240,6 +243,7 @@ impl Link {
                                 match out {
                                     Outbound::Stanza(el) => server.router.filter_outbound(&server, &session, el, None, &mut self.ready),
                                     Outbound::Replaced => return End::Close(Some(replaced())),
+                                    Outbound::Revoked => return End::Close(Some(revoked())),
                                 }
                             }
                             if !self.ready.is_empty() && write_all(xml, &mut self.ready, self.write_timeout).await.is_err() {
@@ -290,7 +294,7 @@ impl Link {
                         server.router.filter_outbound(server, session, el, None, &mut self.ready);
                         self.ready.clear();
                     }
-                    Some(Outbound::Replaced) | None => return None,
+                    Some(Outbound::Replaced | Outbound::Revoked) | None => return None,
                 },
                 _ = session.overflow.notified() => return None,
                 _ = self.shutdown.changed() => return None,
@@ -323,6 +327,14 @@ fn replaced() -> StreamError {
     stream_error(
         DefinedCondition::Conflict,
         "Replaced by a new connection with the same resource",
+    )
+}
+
+/// The stream error of a session whose account may no longer log in.
+fn revoked() -> StreamError {
+    stream_error(
+        DefinedCondition::NotAuthorized,
+        "This account may no longer log in",
     )
 }
 

@@ -4,29 +4,14 @@
 //! the server's certificate verified. Works with any IMAP server: Dovecot, MDaemon,
 //! Exchange, hosted mail.
 //!
-//! A refused pair (address, SHA-256 of the password) is refused again without asking the
-//! server for `failure_cache`; anything that is not a clear NO (no answer in time, TLS
-//! failure, `[UNAVAILABLE]`) is an error, which the SASL step answers with
-//! `<temporary-auth-failure/>`, never a success.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! The refusal cache, the time limit and the SCRAM TTL are [`super::Backend`]'s.
 
 use rustls::pki_types::ServerName;
-use sha2::{Digest as _, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config::{ImapConfig, ImapUsername};
-
-/// The IMAP server could not give an answer.
-#[derive(Debug, thiserror::Error)]
-#[error("IMAP account backend {target}: {reason}")]
-pub struct Unavailable {
-    target: String,
-    reason: String,
-}
+use super::Unavailable;
+use crate::config::ImapConfig;
 
 /// Where the IMAP server is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,107 +61,41 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// The backend: where, how, and the refusals it remembers.
+/// Where the IMAP server is and how its certificate is checked.
 pub struct ImapBackend {
     target: Target,
     tls: TlsConnector,
-    username: ImapUsername,
-    timeout: Duration,
-    pub(crate) scram_ttl: Duration,
-    failure_cache: Duration,
-    refused: Mutex<HashMap<(String, [u8; 32]), Instant>>,
 }
 
 impl std::fmt::Debug for ImapBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ImapBackend")
             .field("target", &self.target)
-            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
-/// Refusals remembered at most; past it the oldest half goes.
-const REFUSED_MAX: usize = 10_000;
+impl std::fmt::Display for ImapBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IMAP {}", self.target)
+    }
+}
 
 impl ImapBackend {
     pub fn new(cfg: &ImapConfig) -> Result<ImapBackend, String> {
         Ok(ImapBackend {
             target: Target::parse(&cfg.url)?,
             tls: TlsConnector::from(postern_core::tls::client_config(cfg.ca_file.as_deref())?),
-            username: cfg.username,
-            timeout: cfg.timeout,
-            scram_ttl: cfg.scram_ttl,
-            failure_cache: cfg.failure_cache,
-            refused: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Whether the IMAP server takes `password` for `address` (`localpart@domain`).
-    pub async fn check(&self, address: &str, password: &str) -> Result<bool, Unavailable> {
-        // No IMAP password holds a line break or a NUL (Dovecot answers such a PLAIN
-        // message with an error, not a NO): refused here, never sent.
-        if [address, password]
-            .iter()
-            .any(|s| s.contains(['\r', '\n', '\0']))
-        {
-            return Ok(false);
-        }
-        let key = (
-            address.to_owned(),
-            Sha256::digest(password.as_bytes()).into(),
-        );
-        if self.recently_refused(&key) {
-            return Ok(false);
-        }
-        let user = match self.username {
-            ImapUsername::Address => address,
-            ImapUsername::Localpart => address.split('@').next().unwrap_or(address),
-        };
-        let outcome = tokio::time::timeout(self.timeout, self.login(user, password))
-            .await
-            .map_err(|_| self.unavailable(format!("no answer within {:?}", self.timeout)))?;
-        let ok = outcome?;
-        if !ok {
-            self.remember_refusal(key);
-        }
-        Ok(ok)
-    }
-
-    fn recently_refused(&self, key: &(String, [u8; 32])) -> bool {
-        let refused = self
-            .refused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        refused
-            .get(key)
-            .is_some_and(|at| at.elapsed() < self.failure_cache)
-    }
-
-    fn remember_refusal(&self, key: (String, [u8; 32])) {
-        let mut refused = self
-            .refused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if refused.len() >= REFUSED_MAX {
-            let cache = self.failure_cache;
-            refused.retain(|_, at| at.elapsed() < cache);
-            if refused.len() >= REFUSED_MAX {
-                refused.clear();
-            }
-        }
-        refused.insert(key, Instant::now());
-    }
-
     fn unavailable(&self, reason: impl Into<String>) -> Unavailable {
-        Unavailable {
-            target: self.target.to_string(),
-            reason: reason.into(),
-        }
+        Unavailable::new(self, reason)
     }
 
-    /// One login attempt: `Ok(false)` for a NO, `Err` for anything else that is not OK.
-    async fn login(&self, user: &str, password: &str) -> Result<bool, Unavailable> {
+    /// One login attempt as `user`: `Ok(false)` for a NO, `Err` for anything else that is
+    /// not OK.
+    pub(crate) async fn check(&self, user: &str, password: &str) -> Result<bool, Unavailable> {
         let io = |e: std::io::Error| self.unavailable(e.to_string());
         let tcp = TcpStream::connect((self.target.host.as_str(), self.target.port))
             .await

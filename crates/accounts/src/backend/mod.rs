@@ -1,0 +1,220 @@
+//! External account backends: the organisation's own servers check a domain's passwords.
+//!
+//! - [`imap`]: a login to the IMAP server (any mail server).
+//! - [`dovecot`]: Dovecot's authentication protocol on its auth socket (what Postfix uses
+//!   for SMTP AUTH), and its userdb iteration to know which accounts exist.
+//!
+//! [`Backend`] (this file) holds what they share: the refusal of what no mail password
+//! contains, the cache of recent refusals (a password flood does not reach the mail
+//! server), the time limit on a check, and how long a confirmed password's SCRAM keys are
+//! honoured. A check is `Ok(true)`, `Ok(false)` for a clear refusal, or [`Unavailable`] for
+//! anything else, which the SASL step answers with `<temporary-auth-failure/>`: never a
+//! false success.
+
+pub mod dovecot;
+pub mod imap;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::config::{AccountsConfig, BackendKind, Limits, Username};
+
+/// The backend could not give an answer.
+#[derive(Debug, thiserror::Error)]
+#[error("account backend {target}: {reason}")]
+pub struct Unavailable {
+    target: String,
+    reason: String,
+}
+
+impl Unavailable {
+    pub(crate) fn new(target: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        Unavailable {
+            target: target.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What asks the organisation's server.
+#[derive(Debug)]
+enum Kind {
+    Imap(imap::ImapBackend),
+    Dovecot(dovecot::DovecotBackend),
+}
+
+/// One configured external backend with its limits and its memory of refusals.
+#[derive(Debug)]
+pub(crate) struct Backend {
+    kind: Kind,
+    limits: Limits,
+    username: Username,
+    refused: Mutex<HashMap<(String, [u8; 32]), Instant>>,
+}
+
+/// Refusals remembered at most; past it the expired ones go, then all.
+const REFUSED_MAX: usize = 10_000;
+
+impl Backend {
+    fn new(kind: Kind, limits: Limits, username: Username) -> Backend {
+        Backend {
+            kind,
+            limits,
+            username,
+            refused: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long after the backend last confirmed a password its SCRAM keys and FAST tokens
+    /// are honoured.
+    pub(crate) fn scram_ttl(&self) -> Duration {
+        self.limits.scram_ttl
+    }
+
+    /// Whether the backend takes `password` for `address` (`localpart@domain`).
+    pub(crate) async fn check(&self, address: &str, password: &str) -> Result<bool, Unavailable> {
+        // No mail password holds a line break or a NUL, and no address does: refused here,
+        // never sent (each protocol would need them escaped, and some servers answer them
+        // with an error rather than a refusal).
+        if [address, password]
+            .iter()
+            .any(|s| s.contains(['\r', '\n', '\0']))
+        {
+            return Ok(false);
+        }
+        let key = (
+            address.to_owned(),
+            Sha256::digest(password.as_bytes()).into(),
+        );
+        if self.recently_refused(&key) {
+            return Ok(false);
+        }
+        let user = self.username.of(address);
+        let timeout = self.limits.timeout;
+        let check = async {
+            match &self.kind {
+                Kind::Imap(b) => b.check(user, password).await,
+                Kind::Dovecot(b) => b.check(user, password).await,
+            }
+        };
+        let ok = tokio::time::timeout(timeout, check)
+            .await
+            .map_err(|_| Unavailable::new(self, format!("no answer within {timeout:?}")))??;
+        if !ok {
+            self.remember_refusal(key);
+        }
+        Ok(ok)
+    }
+
+    /// Every account the backend knows (addresses, lowercase), for the backends that can
+    /// list them; `None` for the others.
+    pub(crate) async fn accounts(&self, domain: &str) -> Option<Result<Vec<String>, Unavailable>> {
+        let list = match &self.kind {
+            Kind::Imap(_) => return None,
+            Kind::Dovecot(b) => b.list()?,
+        };
+        let timeout = self.limits.timeout.max(Duration::from_secs(60));
+        let users = match tokio::time::timeout(timeout, list).await {
+            Ok(Ok(users)) => users,
+            Ok(Err(e)) => return Some(Err(e)),
+            Err(_) => {
+                return Some(Err(Unavailable::new(
+                    self,
+                    format!("listing took over {timeout:?}"),
+                )));
+            }
+        };
+        Some(Ok(users
+            .into_iter()
+            .filter_map(|u| self.username.address_in(&u, domain))
+            .collect()))
+    }
+
+    /// How often [`Backend::accounts`] is read again, for the backends that list.
+    pub(crate) fn sync_interval(&self) -> Option<Duration> {
+        match &self.kind {
+            Kind::Imap(_) => None,
+            Kind::Dovecot(b) => b.sync_interval(),
+        }
+    }
+
+    fn recently_refused(&self, key: &(String, [u8; 32])) -> bool {
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        refused
+            .get(key)
+            .is_some_and(|at| at.elapsed() < self.limits.failure_cache)
+    }
+
+    fn remember_refusal(&self, key: (String, [u8; 32])) {
+        let mut refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if refused.len() >= REFUSED_MAX {
+            let cache = self.limits.failure_cache;
+            refused.retain(|_, at| at.elapsed() < cache);
+            if refused.len() >= REFUSED_MAX {
+                refused.clear();
+            }
+        }
+        refused.insert(key, Instant::now());
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Kind::Imap(b) => b.fmt(f),
+            Kind::Dovecot(b) => b.fmt(f),
+        }
+    }
+}
+
+/// The external backends `config` names, one per kind in use.
+#[derive(Debug, Default)]
+pub(crate) struct Backends {
+    config: AccountsConfig,
+    imap: Option<Backend>,
+    dovecot: Option<Backend>,
+}
+
+impl Backends {
+    pub(crate) fn new(config: &AccountsConfig) -> Result<Backends, String> {
+        let imap = match &config.imap {
+            Some(c) => Some(Backend::new(
+                Kind::Imap(imap::ImapBackend::new(c)?),
+                c.limits(),
+                c.username,
+            )),
+            None => None,
+        };
+        let dovecot = match &config.dovecot {
+            Some(c) => Some(Backend::new(
+                Kind::Dovecot(dovecot::DovecotBackend::new(c)?),
+                c.limits(),
+                c.username,
+            )),
+            None => None,
+        };
+        Ok(Backends {
+            config: config.clone(),
+            imap,
+            dovecot,
+        })
+    }
+
+    /// The backend that checks `domain`'s passwords, if one outside Postern does.
+    pub(crate) fn of(&self, domain: &str) -> Option<&Backend> {
+        match self.config.backend_of(domain) {
+            BackendKind::Internal => None,
+            BackendKind::Imap => self.imap.as_ref(),
+            BackendKind::Dovecot => self.dovecot.as_ref(),
+        }
+    }
+}
