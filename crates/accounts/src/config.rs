@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [accounts]
-//! backend = "internal"          # internal (default) | imap | dovecot
+//! backend = "internal"          # internal (default) | imap | dovecot | sql
 //! by_domain = { "example.org" = "imap" }
 //!
 //! [accounts.imap]               # for the domains whose backend is imap
@@ -18,6 +18,17 @@
 //! userdb_socket = "/run/dovecot/auth-userdb" # optional: the accounts Dovecot knows
 //! sync_interval = "5m"          # how often they are read (with userdb_socket)
 //! service = "xmpp"              # the service name Dovecot's passdb and logs see
+//! username = "address"
+//! timeout = "10s"
+//! scram_ttl = "1d"
+//! failure_cache = "30s"
+//!
+//! [accounts.sql]                # for the domains whose backend is sql (PostgreSQL)
+//! url = "postgres://postern:secret@db.example.org/postfix"
+//! password_query = "SELECT password FROM mailbox WHERE username = $1 AND active"
+//! list_query = "SELECT username FROM mailbox WHERE domain = $1 AND active"  # optional
+//! sync_interval = "5m"
+//! pool_size = 4
 //! username = "address"
 //! timeout = "10s"
 //! scram_ttl = "1d"
@@ -44,6 +55,8 @@ pub struct AccountsConfig {
     pub imap: Option<ImapConfig>,
     /// Dovecot's auth service, for the domains whose backend is `dovecot`.
     pub dovecot: Option<DovecotConfig>,
+    /// The mail server's database, for the domains whose backend is `sql`.
+    pub sql: Option<SqlConfig>,
 }
 
 /// Where a domain's passwords are checked.
@@ -57,6 +70,8 @@ pub enum BackendKind {
     Imap,
     /// Dovecot's auth socket: each PLAIN login is checked as Postfix checks SMTP AUTH.
     Dovecot,
+    /// The mail server's own table: the hash is read and checked here.
+    Sql,
 }
 
 /// `[accounts.imap]`.
@@ -139,6 +154,61 @@ pub struct DovecotConfig {
     pub failure_cache: Duration,
 }
 
+/// `[accounts.sql]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlConfig {
+    /// `postgres://user:password@host[:port]/database` (PostgreSQL).
+    pub url: String,
+    /// Takes the user name as `$1`; returns the password hash in its first column (no
+    /// row: unknown or inactive).
+    pub password_query: String,
+    /// Takes the domain as `$1`; returns user names in its first column: the accounts of
+    /// that domain, which then exist here before their first login.
+    pub list_query: Option<String>,
+    /// How often `list_query` is read.
+    #[serde(
+        default = "default_sync_interval",
+        deserialize_with = "postern_core::config::duration"
+    )]
+    pub sync_interval: Duration,
+    /// Connections to the database at most.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    /// The user name the queries take.
+    #[serde(default)]
+    pub username: Username,
+    /// The longest a check may take; past it the login gets `<temporary-auth-failure/>`.
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "postern_core::config::duration"
+    )]
+    pub timeout: Duration,
+    /// As `[accounts.imap] scram_ttl`; on top of it, SCRAM and FAST stop at once when the
+    /// hash in the table changes.
+    #[serde(
+        default = "default_scram_ttl",
+        deserialize_with = "postern_core::config::duration"
+    )]
+    pub scram_ttl: Duration,
+    /// As `[accounts.imap] failure_cache`.
+    #[serde(
+        default = "default_failure_cache",
+        deserialize_with = "postern_core::config::duration"
+    )]
+    pub failure_cache: Duration,
+}
+
+impl SqlConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.timeout,
+            scram_ttl: self.scram_ttl,
+            failure_cache: self.failure_cache,
+        }
+    }
+}
+
 /// What every external backend's check is bounded by.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -207,6 +277,10 @@ fn default_sync_interval() -> Duration {
     Duration::from_secs(300)
 }
 
+fn default_pool_size() -> u32 {
+    4
+}
+
 fn default_service() -> String {
     "xmpp".to_owned()
 }
@@ -251,6 +325,9 @@ impl AccountsConfig {
                 "[accounts] a domain's backend is dovecot, but there is no [accounts.dovecot]"
                     .into(),
             );
+        }
+        if uses(BackendKind::Sql) && self.sql.is_none() {
+            out.push("[accounts] a domain's backend is sql, but there is no [accounts.sql]".into());
         }
         let shared_localpart = |section: &str, username: Username, kind| {
             (username == Username::Localpart && domains_of(kind) > 1).then(|| {
@@ -302,6 +379,30 @@ impl AccountsConfig {
                 BackendKind::Dovecot,
             ));
         }
+        if let Some(sql) = &self.sql {
+            if let Err(e) = crate::backend::sql::check_url(&sql.url) {
+                out.push(format!("[accounts.sql] url: {e}"));
+            }
+            let queries = std::iter::once(("password_query", &sql.password_query))
+                .chain(sql.list_query.iter().map(|q| ("list_query", q)));
+            for (key, query) in queries {
+                if !query.contains("$1") {
+                    out.push(format!(
+                        "[accounts.sql] {key} must take its parameter as $1"
+                    ));
+                }
+            }
+            if sql.timeout.is_zero() {
+                out.push("[accounts.sql] timeout must be more than 0".into());
+            }
+            if sql.pool_size == 0 {
+                out.push("[accounts.sql] pool_size must be at least 1".into());
+            }
+            if sql.sync_interval < Duration::from_secs(1) {
+                out.push("[accounts.sql] sync_interval must be at least 1s".into());
+            }
+            out.extend(shared_localpart("sql", sql.username, BackendKind::Sql));
+        }
         out
     }
 }
@@ -352,6 +453,30 @@ mod tests {
             ok.problems(&served)
         );
         assert_eq!(ok.backend_of("b.test"), BackendKind::Dovecot);
+    }
+
+    #[test]
+    fn sql_problems() {
+        let served = ["a.test".to_owned()];
+        let p = config("backend = \"sql\"").problems(&served);
+        assert!(p[0].contains("no [accounts.sql]"), "{p:?}");
+        let p = config(
+            "backend = \"sql\"\n[sql]\nurl = \"mysql://db/mail\"\n\
+             password_query = \"SELECT password FROM mailbox WHERE username = 'x'\"\npool_size = 0",
+        )
+        .problems(&served);
+        for key in ["url", "password_query", "pool_size"] {
+            assert!(p.iter().any(|m| m.contains(key)), "{key}: {p:?}");
+        }
+        let ok = config(
+            "backend = \"sql\"\n[sql]\nurl = \"postgres://u:p@db/mail\"\n\
+             password_query = \"SELECT password FROM mailbox WHERE username = $1\"",
+        );
+        assert!(
+            ok.problems(&served).is_empty(),
+            "{:?}",
+            ok.problems(&served)
+        );
     }
 
     #[test]

@@ -388,9 +388,12 @@ impl Accounts {
         password: &str,
     ) -> Result<bool, AccountError> {
         let (localpart, domain) = (addr.localpart(), addr.domain());
-        if !external.check(&addr.to_string(), password).await? {
+        let Some(confirmed) = external
+            .check(&addr.to_string(), password, &self.hashing)
+            .await?
+        else {
             return Ok(false);
-        }
+        };
         // Read after the check: a disable while it ran counts, and a disabled account
         // takes as long to refuse as any other.
         let row = self.store.account_get(localpart, domain).await?;
@@ -424,27 +427,46 @@ impl Accounts {
                 }
             }
         }
+        let confirmation = postern_store::Confirmation {
+            at_ms: now_ms(),
+            tag: confirmed.tag,
+        };
         self.store
-            .account_set_checked_at(localpart, domain, now_ms())
+            .account_set_confirmation(localpart, domain, &confirmation)
             .await?;
         Ok(true)
     }
 
     /// For a domain whose passwords an external backend checks: whether it confirmed this
     /// account's password within `scram_ttl` (what SCRAM keys and FAST tokens are honoured
-    /// for; past it only a PLAIN login, which asks the backend, gets in). Always true for a
-    /// domain whose passwords are kept here.
+    /// for; past it only a PLAIN login, which asks the backend, gets in), and, for a backend
+    /// that exposes the hash, whether the hash is still the one it confirmed. Always true
+    /// for a domain whose passwords are kept here.
     pub(crate) async fn still_confirmed(&self, addr: &Address) -> Result<bool, AccountError> {
         let Some(external) = self.backends.of(addr.domain()) else {
             return Ok(true);
         };
-        let checked = self
+        let confirmation = self
             .store
-            .account_checked_at(addr.localpart(), addr.domain())
+            .account_confirmation(addr.localpart(), addr.domain())
             .await?
-            .unwrap_or(0);
+            .unwrap_or_default();
         let ttl = i64::try_from(external.scram_ttl().as_millis()).unwrap_or(i64::MAX);
-        Ok(now_ms().saturating_sub(checked) <= ttl)
+        if confirmation.at_ms <= 0 || now_ms().saturating_sub(confirmation.at_ms) > ttl {
+            return Ok(false);
+        }
+        match external
+            .still_stands(&addr.to_string(), confirmation.tag.as_deref())
+            .await
+        {
+            Ok(stands) => Ok(stands),
+            // The database cannot say: the confirmation stands for its ttl, as with the
+            // backends that never expose the hash.
+            Err(e) => {
+                tracing::warn!(error = %e, account = %addr, "could not compare the password hash with the backend's; honoured within scram_ttl");
+                Ok(true)
+            }
+        }
     }
 
     /// Replaces an imported hash that just matched with Postern's own credentials (so SCRAM

@@ -1,4 +1,5 @@
-//! Keeping the accounts of a domain whose backend can list them (Dovecot's userdb) in step
+//! Keeping the accounts of a domain whose backend can list them (Dovecot's userdb, an SQL
+//! `list_query`) in step
 //! with it: an account the backend knows exists here before its first login (offline
 //! messages, rosters and the gateway see it), and one that left the backend loses what
 //! would let it in without asking the backend (SCRAM keys and FAST tokens, by clearing
@@ -57,12 +58,12 @@ impl Accounts {
             if listed.contains(&address) || row.disabled {
                 continue;
             }
-            let checked = self
+            let confirmed = self
                 .store
-                .account_checked_at(&row.localpart, &row.domain)
+                .account_confirmation(&row.localpart, &row.domain)
                 .await?
-                .unwrap_or(0);
-            if checked > 0 {
+                .unwrap_or_default();
+            if confirmed.at_ms > 0 {
                 confirmed_here.push((row.localpart.clone(), address));
             }
         }
@@ -75,7 +76,7 @@ impl Accounts {
         }
         for (localpart, address) in confirmed_here {
             self.store
-                .account_set_checked_at(&localpart, domain, 0)
+                .account_set_confirmation(&localpart, domain, &Default::default())
                 .await?;
             tracing::info!(account = %address, backend = %external, "account no longer listed by its backend: SCRAM and FAST refused, sessions closed");
             synced.gone.push(address);

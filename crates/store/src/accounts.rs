@@ -39,6 +39,15 @@ pub struct Credentials {
     pub scram_sha512: ScramCredential,
 }
 
+/// An external backend's confirmation of an account's password.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Confirmation {
+    /// When (ms since the Unix epoch); 0: never, or withdrawn.
+    pub at_ms: i64,
+    /// SHA-256 (hex) of the hash the backend had then, for backends that expose it.
+    pub tag: Option<String>,
+}
+
 /// One account. The address is split so that listing a domain is an indexed lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRow {
@@ -167,32 +176,43 @@ impl Store {
     }
 
     /// When an external backend last confirmed the account's password (ms; 0: never, or an
-    /// account whose password Postern holds). `None` without such an account.
-    pub async fn account_checked_at(
+    /// account whose password Postern holds), and the tag of the hash it confirmed (backends
+    /// that expose it). `None` without such an account.
+    pub async fn account_confirmation(
         &self,
         localpart: &str,
         domain: &str,
-    ) -> Result<Option<i64>, StoreError> {
-        let row =
-            sqlx::query("SELECT checked_at_ms FROM accounts WHERE localpart = $1 AND domain = $2")
-                .bind(localpart)
-                .bind(domain)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| r.try_get("checked_at_ms")).transpose()?)
+    ) -> Result<Option<Confirmation>, StoreError> {
+        let row = sqlx::query(
+            "SELECT checked_at_ms, backend_tag FROM accounts WHERE localpart = $1 AND domain = $2",
+        )
+        .bind(localpart)
+        .bind(domain)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Confirmation {
+                at_ms: r.try_get("checked_at_ms")?,
+                tag: r.try_get("backend_tag")?,
+            })
+        })
+        .transpose()
     }
 
-    /// Records that an external backend confirmed the account's password at `at_ms`.
-    pub async fn account_set_checked_at(
+    /// Records that an external backend confirmed the account's password at `at_ms` (0:
+    /// the confirmation is withdrawn), with the tag of the hash it confirmed.
+    pub async fn account_set_confirmation(
         &self,
         localpart: &str,
         domain: &str,
-        at_ms: i64,
+        confirmation: &Confirmation,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE accounts SET checked_at_ms = $1 WHERE localpart = $2 AND domain = $3",
+            "UPDATE accounts SET checked_at_ms = $1, backend_tag = $2 \
+             WHERE localpart = $3 AND domain = $4",
         )
-        .bind(at_ms)
+        .bind(confirmation.at_ms)
+        .bind(confirmation.tag.as_deref())
         .bind(localpart)
         .bind(domain)
         .execute(&self.pool)

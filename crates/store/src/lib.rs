@@ -40,7 +40,7 @@ pub mod testing;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
-pub use accounts::{AccountRow, AccountSummary, Credentials, ScramCredential};
+pub use accounts::{AccountRow, AccountSummary, Confirmation, Credentials, ScramCredential};
 pub use archive::{
     ArchiveFilter, ArchivePrefs, Archived, AuditEntry, Conversation, Hold, NewArchived, Page,
     Party, Selection, With,

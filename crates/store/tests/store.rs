@@ -16,7 +16,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use postern_store::{
-    AccountRow, Backend, Credentials, RosterItem, ScramCredential, Store, StoreError, Subscription,
+    AccountRow, Backend, Confirmation, Credentials, RosterItem, ScramCredential, Store, StoreError,
+    Subscription,
 };
 use sqlx::Row as _;
 
@@ -506,6 +507,61 @@ async fn account_rows() {
                 .expect("roster")
                 .1
                 .is_empty()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn backend_confirmations_round_trip() {
+    on_each_backend(|store, u| async move {
+        let domain = format!("k{u}.example");
+        assert_eq!(
+            store
+                .account_confirmation("alice", &domain)
+                .await
+                .expect("read"),
+            None
+        );
+        store
+            .account_insert(&account("alice", &domain))
+            .await
+            .expect("insert");
+        let none = store
+            .account_confirmation("alice", &domain)
+            .await
+            .expect("read");
+        assert_eq!(none, Some(Confirmation::default()), "never confirmed");
+        let tagged = Confirmation {
+            at_ms: 1_700_000_000_123,
+            tag: Some("ab".repeat(32)),
+        };
+        for c in [
+            tagged.clone(),
+            Confirmation {
+                at_ms: 5,
+                tag: None,
+            },
+            tagged,
+        ] {
+            assert!(
+                store
+                    .account_set_confirmation("alice", &domain, &c)
+                    .await
+                    .expect("set")
+            );
+            let back = store
+                .account_confirmation("alice", &domain)
+                .await
+                .expect("read");
+            assert_eq!(back, Some(c));
+        }
+        let absent = Confirmation::default();
+        assert!(
+            !store
+                .account_set_confirmation("bob", &domain, &absent)
+                .await
+                .expect("set")
         );
     })
     .await;

@@ -3,16 +3,19 @@
 //! - [`imap`]: a login to the IMAP server (any mail server).
 //! - [`dovecot`]: Dovecot's authentication protocol on its auth socket (what Postfix uses
 //!   for SMTP AUTH), and its userdb iteration to know which accounts exist.
+//! - [`sql`]: the mail server's own table; the hash is read and checked here, and a SCRAM
+//!   login is honoured only while it is unchanged.
 //!
 //! [`Backend`] (this file) holds what they share: the refusal of what no mail password
 //! contains, the cache of recent refusals (a password flood does not reach the mail
 //! server), the time limit on a check, and how long a confirmed password's SCRAM keys are
-//! honoured. A check is `Ok(true)`, `Ok(false)` for a clear refusal, or [`Unavailable`] for
-//! anything else, which the SASL step answers with `<temporary-auth-failure/>`: never a
+//! honoured. A check is a [`Confirmed`], `None` for a clear refusal, or [`Unavailable`]
+//! for anything else, which the SASL step answers with `<temporary-auth-failure/>`: never a
 //! false success.
 
 pub mod dovecot;
 pub mod imap;
+pub mod sql;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +24,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest as _, Sha256};
 
 use crate::config::{AccountsConfig, BackendKind, Limits, Username};
+use crate::hash_pool::HashPool;
+use crate::password;
 
 /// The backend could not give an answer.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +49,14 @@ impl Unavailable {
 enum Kind {
     Imap(imap::ImapBackend),
     Dovecot(dovecot::DovecotBackend),
+    Sql(sql::SqlBackend),
+}
+
+/// A password the backend took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Confirmed {
+    /// For backends that expose the hash: its tag, to tell later whether it changed.
+    pub(crate) tag: Option<String>,
 }
 
 /// One configured external backend with its limits and its memory of refusals.
@@ -74,8 +87,14 @@ impl Backend {
         self.limits.scram_ttl
     }
 
-    /// Whether the backend takes `password` for `address` (`localpart@domain`).
-    pub(crate) async fn check(&self, address: &str, password: &str) -> Result<bool, Unavailable> {
+    /// Whether the backend takes `password` for `address` (`localpart@domain`): what it
+    /// confirmed, or `None`. Hashes read from the backend are checked on `hashing`.
+    pub(crate) async fn check(
+        &self,
+        address: &str,
+        password: &str,
+        hashing: &HashPool,
+    ) -> Result<Option<Confirmed>, Unavailable> {
         // No mail password holds a line break or a NUL, and no address does: refused here,
         // never sent (each protocol would need them escaped, and some servers answer them
         // with an error rather than a refusal).
@@ -83,41 +102,94 @@ impl Backend {
             .iter()
             .any(|s| s.contains(['\r', '\n', '\0']))
         {
-            return Ok(false);
+            return Ok(None);
         }
         let key = (
             address.to_owned(),
             Sha256::digest(password.as_bytes()).into(),
         );
         if self.recently_refused(&key) {
-            return Ok(false);
+            return Ok(None);
         }
         let user = self.username.of(address);
         let timeout = self.limits.timeout;
         let check = async {
+            let untagged = |ok: bool| ok.then_some(Confirmed { tag: None });
             match &self.kind {
-                Kind::Imap(b) => b.check(user, password).await,
-                Kind::Dovecot(b) => b.check(user, password).await,
+                Kind::Imap(b) => b.check(user, password).await.map(untagged),
+                Kind::Dovecot(b) => b.check(user, password).await.map(untagged),
+                Kind::Sql(b) => {
+                    let hash = b.hash_of(user).await?;
+                    self.verify_hash(hash, password, hashing).await
+                }
             }
         };
-        let ok = tokio::time::timeout(timeout, check)
+        let confirmed = tokio::time::timeout(timeout, check)
             .await
             .map_err(|_| Unavailable::new(self, format!("no answer within {timeout:?}")))??;
-        if !ok {
+        if confirmed.is_none() {
             self.remember_refusal(key);
         }
-        Ok(ok)
+        Ok(confirmed)
+    }
+
+    /// Checks `password` against a hash the backend returned (`None`: no such account,
+    /// checked against a dummy hash so that it takes as long as a wrong password).
+    async fn verify_hash(
+        &self,
+        hash: Option<String>,
+        password: &str,
+        hashing: &HashPool,
+    ) -> Result<Option<Confirmed>, Unavailable> {
+        let stored = match hash.as_deref().map(crate::legacy::normalise) {
+            Some(Ok(stored)) => Some(stored),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, backend = %self, "a password hash from the backend cannot be read: login refused");
+                None
+            }
+            None => None,
+        };
+        let given = password.to_owned();
+        let check = stored.clone();
+        let ok = hashing
+            .run(move || match &check {
+                Some(stored) => password::matches(stored, &given),
+                None => password::verify(password::DUMMY_HASH, &given),
+            })
+            .await
+            .map_err(|e| Unavailable::new(self, e.to_string()))?;
+        Ok((ok && stored.is_some()).then(|| Confirmed {
+            tag: hash.as_deref().map(sql::tag),
+        }))
+    }
+
+    /// Whether what the backend confirmed (`tag`) still stands, for the backends that
+    /// expose the hash (always true for the others: their bound is `scram_ttl`).
+    pub(crate) async fn still_stands(
+        &self,
+        address: &str,
+        tag: Option<&str>,
+    ) -> Result<bool, Unavailable> {
+        let Kind::Sql(b) = &self.kind else {
+            return Ok(true);
+        };
+        let timeout = self.limits.timeout;
+        let hash = tokio::time::timeout(timeout, b.hash_of(self.username.of(address)))
+            .await
+            .map_err(|_| Unavailable::new(self, format!("no answer within {timeout:?}")))??;
+        Ok(hash.is_some_and(|h| tag == Some(sql::tag(&h).as_str())))
     }
 
     /// Every account the backend knows (addresses, lowercase), for the backends that can
     /// list them; `None` for the others.
     pub(crate) async fn accounts(&self, domain: &str) -> Option<Result<Vec<String>, Unavailable>> {
-        let list = match &self.kind {
-            Kind::Imap(_) => return None,
-            Kind::Dovecot(b) => b.list()?,
-        };
         let timeout = self.limits.timeout.max(Duration::from_secs(60));
-        let users = match tokio::time::timeout(timeout, list).await {
+        let listing = match &self.kind {
+            Kind::Imap(_) => return None,
+            Kind::Dovecot(b) => tokio::time::timeout(timeout, b.list()?).await,
+            Kind::Sql(b) => tokio::time::timeout(timeout, b.list(domain)?).await,
+        };
+        let users = match listing {
             Ok(Ok(users)) => users,
             Ok(Err(e)) => return Some(Err(e)),
             Err(_) => {
@@ -138,6 +210,7 @@ impl Backend {
         match &self.kind {
             Kind::Imap(_) => None,
             Kind::Dovecot(b) => b.sync_interval(),
+            Kind::Sql(b) => b.sync_interval(),
         }
     }
 
@@ -172,6 +245,7 @@ impl std::fmt::Display for Backend {
         match &self.kind {
             Kind::Imap(b) => b.fmt(f),
             Kind::Dovecot(b) => b.fmt(f),
+            Kind::Sql(b) => b.fmt(f),
         }
     }
 }
@@ -182,6 +256,7 @@ pub(crate) struct Backends {
     config: AccountsConfig,
     imap: Option<Backend>,
     dovecot: Option<Backend>,
+    sql: Option<Backend>,
 }
 
 impl Backends {
@@ -202,10 +277,19 @@ impl Backends {
             )),
             None => None,
         };
+        let sql = match &config.sql {
+            Some(c) => Some(Backend::new(
+                Kind::Sql(sql::SqlBackend::new(c)?),
+                c.limits(),
+                c.username,
+            )),
+            None => None,
+        };
         Ok(Backends {
             config: config.clone(),
             imap,
             dovecot,
+            sql,
         })
     }
 
@@ -215,6 +299,7 @@ impl Backends {
             BackendKind::Internal => None,
             BackendKind::Imap => self.imap.as_ref(),
             BackendKind::Dovecot => self.dovecot.as_ref(),
+            BackendKind::Sql => self.sql.as_ref(),
         }
     }
 }

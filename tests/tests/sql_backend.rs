@@ -1,0 +1,206 @@
+//! The `sql` account backend against a real PostgreSQL (the test database,
+//! `POSTERN_TEST_POSTGRES_URL`) holding a Postfixadmin-style `mailbox` table: hashes made by
+//! Dovecot (`{SHA512-CRYPT}`, a bare bcrypt) checked natively; the listed accounts exist
+//! before their first login; SQL in a user name stays data; a password changed in the table
+//! stops SCRAM at once (the hash is compared, not only `scram_ttl`); a mailbox made inactive
+//! loses its live session; the table gone → `<temporary-auth-failure/>`, back → logins, and
+//! the database dropping Postern's connections costs nothing.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on failure, like the tests
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use postern_tests::backend_login::Login;
+use postern_tests::dovecot::doveadm_pw;
+use postern_tests::process::{postern, serve};
+use postern_tests::trusting;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use sqlx::postgres::PgPool;
+
+async fn exec(db: &PgPool, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(db)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+fn accounts(cfg: &Path) -> String {
+    postern(cfg, &["account", "list", "mail.test"], "")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_backend_on_a_postfixadmin_mailbox_table() {
+    let Some(url) = postern_store::testing::postgres_url() else {
+        return;
+    };
+    let db = PgPool::connect(&url).await.unwrap();
+    let schema = format!("sqlb_{}", std::process::id());
+    let table = format!("{schema}.mailbox");
+    exec(&db, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+    exec(&db, &format!("CREATE SCHEMA {schema}")).await;
+    // Postfixadmin's columns that matter here.
+    exec(
+        &db,
+        &format!(
+            "CREATE TABLE {table} (username VARCHAR(255) PRIMARY KEY, password VARCHAR(255) NOT NULL, \
+             local_part VARCHAR(255) NOT NULL, domain VARCHAR(255) NOT NULL, active BOOLEAN NOT NULL DEFAULT TRUE)"
+        ),
+    )
+    .await;
+    let bcrypt = doveadm_pw("BLF-CRYPT", "bob's mail pw");
+    let bare_bcrypt = bcrypt.trim_start_matches("{BLF-CRYPT}");
+    assert!(bare_bcrypt.starts_with("$2"), "{bcrypt}");
+    for (user, hash) in [
+        ("alice", doveadm_pw("SHA512-CRYPT", "alice's mail pw")),
+        ("bob", bare_bcrypt.to_owned()),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} (username, password, local_part, domain) VALUES ($1, $2, $3, 'mail.test')"
+        )))
+        .bind(format!("{user}@mail.test"))
+        .bind(hash)
+        .bind(user)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("postern.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{data}\"\n[[domain]]\nname = \"mail.test\"\n\
+             [accounts]\nbackend = \"sql\"\n[accounts.sql]\nurl = \"{url}\"\n\
+             password_query = \"SELECT password FROM {table} WHERE username = $1 AND active\"\n\
+             list_query = \"SELECT username FROM {table} WHERE domain = $1 AND active\"\n\
+             sync_interval = \"1s\"\ntimeout = \"5s\"\nscram_ttl = \"1h\"\nfailure_cache = \"1s\"\n\
+             [xmpp]\nstarttls = [\"127.0.0.1:0\"]\ndirect_tls = []\n[gateway]\nenabled = false\n",
+            data = dir.path().join("data").display(),
+        ),
+    )
+    .unwrap();
+    let (mut server, addr, problems) = serve(&cfg);
+    let login = Login {
+        addr,
+        tls: trusting(
+            CertificateDer::from_pem_file(dir.path().join("data/certs/mail.test.crt")).unwrap(),
+        ),
+    };
+    let (alice, bob) = ("alice@mail.test", "bob@mail.test");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(accounts(&cfg).contains(alice) && accounts(&cfg).contains(bob)) {
+        assert!(
+            Instant::now() < deadline,
+            "the table's accounts listed: {:?}",
+            problems.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let scram = login.scram(alice, "alice's mail pw").await;
+    assert!(
+        scram.contains("not-authorized"),
+        "no SCRAM before a PLAIN login: {scram}"
+    );
+    assert!(login.plain(alice, "wrong").await.contains("not-authorized"));
+    let ok = login.plain(alice, "alice's mail pw").await;
+    assert!(ok.contains("<success"), "{{SHA512-CRYPT}}: {ok}");
+    let ok = login.plain(bob, "bob's mail pw").await;
+    assert!(ok.contains("<success"), "bare bcrypt: {ok}");
+    // SQL in the user name is a parameter's value: it matches no row.
+    let injected = login.plain("x'or'1'='1@mail.test", "alice's mail pw").await;
+    assert!(injected.contains("not-authorized"), "{injected}");
+    let injected = login.plain("alice'--@mail.test", "alice's mail pw").await;
+    assert!(!injected.contains("<success"), "{injected}");
+
+    // A changed hash stops SCRAM at once, though scram_ttl is an hour.
+    let scram = login.scram(alice, "alice's mail pw").await;
+    assert!(scram.contains("<success"), "SCRAM after PLAIN: {scram}");
+    let token = login.fast_token(alice, "alice's mail pw").await;
+    assert!(login.fast(alice, &token).await.contains("<success"));
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {table} SET password = $1 WHERE username = $2"
+    )))
+    .bind(doveadm_pw("SHA512-CRYPT", "new pw"))
+    .bind(alice)
+    .execute(&db)
+    .await
+    .unwrap();
+    let scram = login.scram(alice, "alice's mail pw").await;
+    assert!(
+        scram.contains("not-authorized"),
+        "SCRAM after the change: {scram}"
+    );
+    assert!(
+        login
+            .plain(alice, "alice's mail pw")
+            .await
+            .contains("not-authorized")
+    );
+    assert!(login.plain(alice, "new pw").await.contains("<success"));
+    assert!(login.scram(alice, "new pw").await.contains("<success"));
+
+    // Bob's mailbox made inactive: his session closed at the next sync, SCRAM and PLAIN
+    // refused at once.
+    assert!(login.scram(bob, "bob's mail pw").await.contains("<success"));
+    let mut session = login.bound(bob, "bob's mail pw", "desk").await;
+    exec(
+        &db,
+        &format!("UPDATE {table} SET active = FALSE WHERE username = '{bob}'"),
+    )
+    .await;
+    assert!(
+        login
+            .scram(bob, "bob's mail pw")
+            .await
+            .contains("not-authorized")
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(15), session.read_to_close())
+        .await
+        .expect("the session is closed within a few sync intervals")
+        .unwrap();
+    assert!(closed.contains("<not-authorized"), "{closed}");
+
+    // The database dropping Postern's connections: the next login opens new ones.
+    exec(
+        &db,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+             AND query LIKE '%{table}%'"
+        ),
+    )
+    .await;
+    let ok = login.plain(alice, "new pw").await;
+    assert!(
+        ok.contains("<success"),
+        "after the connections were dropped: {ok}"
+    );
+    // The table gone (a broken database): no answer, which is no refusal; then back.
+    exec(&db, &format!("ALTER TABLE {table} RENAME TO mailbox_away")).await;
+    let down = login.plain(alice, "new pw").await;
+    assert!(down.contains("temporary-auth-failure"), "{down}");
+    exec(
+        &db,
+        &format!("ALTER TABLE {schema}.mailbox_away RENAME TO mailbox"),
+    )
+    .await;
+    assert!(login.plain(alice, "new pw").await.contains("<success"));
+
+    server.kill().unwrap();
+    let _ = server.wait();
+    exec(&db, &format!("DROP SCHEMA {schema} CASCADE")).await;
+    let problems = problems.lock().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|l| l.contains("account backend SQL postgres")),
+        "the outage is logged: {problems:?}"
+    );
+    assert!(
+        !problems.iter().any(|l| l.contains("postern:postern@")),
+        "the database password stays out of the log"
+    );
+}
