@@ -31,6 +31,7 @@ pub mod backend_login;
 pub mod dovecot;
 pub mod process;
 pub mod scram;
+pub mod slapd;
 
 /// A running Postern with its own data dir.
 pub struct TestServer {

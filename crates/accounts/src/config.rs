@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [accounts]
-//! backend = "internal"          # internal (default) | imap | dovecot | sql
+//! backend = "internal"          # internal (default) | imap | dovecot | sql | ldap
 //! by_domain = { "example.org" = "imap" }
 //!
 //! [accounts.imap]               # for the domains whose backend is imap
@@ -33,6 +33,21 @@
 //! timeout = "10s"
 //! scram_ttl = "1d"
 //! failure_cache = "30s"
+//!
+//! [accounts.ldap]               # for the domains whose backend is ldap
+//! url = "ldaps://ldap.example.org"     # or ldap:// (StartTLS, required)
+//! ca_file = "/etc/ssl/private-ca.pem"
+//! bind_dn = "cn=postern,ou=services,dc=example,dc=org"   # the service account
+//! bind_password_file = "/etc/postern/ldap.secret"        # or bind_password
+//! base_dn = "ou=people,dc=example,dc=org"
+//! user_filter = "(&(objectClass=inetOrgPerson)(mail={address}))"
+//! # dn_template = "uid={localpart},ou=people,dc=example,dc=org"  # instead of a search
+//! list_filter = "(&(objectClass=inetOrgPerson)(mail=*@{domain}))"  # optional
+//! address_attribute = "mail"
+//! sync_interval = "5m"
+//! timeout = "10s"
+//! scram_ttl = "1d"
+//! failure_cache = "30s"
 //! ```
 
 use std::collections::HashMap;
@@ -57,6 +72,8 @@ pub struct AccountsConfig {
     pub dovecot: Option<DovecotConfig>,
     /// The mail server's database, for the domains whose backend is `sql`.
     pub sql: Option<SqlConfig>,
+    /// The directory, for the domains whose backend is `ldap`.
+    pub ldap: Option<LdapConfig>,
 }
 
 /// Where a domain's passwords are checked.
@@ -72,6 +89,8 @@ pub enum BackendKind {
     Dovecot,
     /// The mail server's own table: the hash is read and checked here.
     Sql,
+    /// The directory: each PLAIN login is checked by binding as the user.
+    Ldap,
 }
 
 /// `[accounts.imap]`.
@@ -209,6 +228,69 @@ impl SqlConfig {
     }
 }
 
+/// `[accounts.ldap]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldaps://host[:port]` or `ldap://host[:port]` (StartTLS, required).
+    pub url: String,
+    /// PEM bundle of the CAs to trust; default: the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The service account the searches bind as; anonymous without one.
+    pub bind_dn: Option<String>,
+    pub bind_password: Option<String>,
+    /// A file holding the service account's password (one line), instead of
+    /// `bind_password` in the config.
+    pub bind_password_file: Option<PathBuf>,
+    /// Where the searches start.
+    pub base_dn: String,
+    /// The filter that finds the one entry of `{address}` (also `{localpart}`,
+    /// `{domain}`; escaped per RFC 4515). Default `(mail={address})`.
+    pub user_filter: Option<String>,
+    /// The user's DN made from the address instead of a search (escaped per RFC 4514).
+    pub dn_template: Option<String>,
+    /// The filter of a domain's accounts (`{domain}`), whose `address_attribute` values
+    /// then exist here before their first login.
+    pub list_filter: Option<String>,
+    /// The attribute holding an account's address, for `list_filter`.
+    #[serde(default = "default_address_attribute")]
+    pub address_attribute: String,
+    /// How often `list_filter` is searched.
+    #[serde(
+        default = "default_sync_interval",
+        deserialize_with = "postern_core::config::duration"
+    )]
+    pub sync_interval: Duration,
+    /// The longest a check may take; past it the login gets `<temporary-auth-failure/>`.
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "postern_core::config::duration"
+    )]
+    pub timeout: Duration,
+    /// As `[accounts.imap] scram_ttl`.
+    #[serde(
+        default = "default_scram_ttl",
+        deserialize_with = "postern_core::config::duration"
+    )]
+    pub scram_ttl: Duration,
+    /// As `[accounts.imap] failure_cache`.
+    #[serde(
+        default = "default_failure_cache",
+        deserialize_with = "postern_core::config::duration"
+    )]
+    pub failure_cache: Duration,
+}
+
+impl LdapConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.timeout,
+            scram_ttl: self.scram_ttl,
+            failure_cache: self.failure_cache,
+        }
+    }
+}
+
 /// What every external backend's check is bounded by.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -277,6 +359,10 @@ fn default_sync_interval() -> Duration {
     Duration::from_secs(300)
 }
 
+fn default_address_attribute() -> String {
+    "mail".to_owned()
+}
+
 fn default_pool_size() -> u32 {
     4
 }
@@ -325,6 +411,14 @@ impl AccountsConfig {
                 "[accounts] a domain's backend is dovecot, but there is no [accounts.dovecot]"
                     .into(),
             );
+        }
+        if uses(BackendKind::Ldap) && self.ldap.is_none() {
+            out.push(
+                "[accounts] a domain's backend is ldap, but there is no [accounts.ldap]".into(),
+            );
+        }
+        if let Some(ldap) = &self.ldap {
+            out.extend(ldap_problems(ldap));
         }
         if uses(BackendKind::Sql) && self.sql.is_none() {
             out.push("[accounts] a domain's backend is sql, but there is no [accounts.sql]".into());
@@ -407,6 +501,69 @@ impl AccountsConfig {
     }
 }
 
+fn ldap_problems(ldap: &LdapConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Err(e) = crate::backend::ldap::check_url(&ldap.url) {
+        out.push(format!("[accounts.ldap] url: {e}"));
+    }
+    if let Some(ca) = &ldap.ca_file
+        && !ca.is_file()
+    {
+        out.push(format!(
+            "[accounts.ldap] ca_file {} is not a file",
+            ca.display()
+        ));
+    }
+    if ldap.user_filter.is_some() && ldap.dn_template.is_some() {
+        out.push("[accounts.ldap] user_filter and dn_template: set one".into());
+    }
+    let placeholders = ["{address}", "{localpart}", "{domain}"];
+    for (key, value) in [
+        ("user_filter", &ldap.user_filter),
+        ("dn_template", &ldap.dn_template),
+    ] {
+        if let Some(v) = value
+            && !v.contains("{address}")
+            && !v.contains("{localpart}")
+        {
+            out.push(format!(
+                "[accounts.ldap] {key} names no {{address}} or {{localpart}}: every user would \
+                 be the same entry"
+            ));
+        }
+    }
+    if let Some(f) = &ldap.list_filter
+        && !placeholders.iter().any(|p| f.contains(p))
+    {
+        out.push(
+            "[accounts.ldap] list_filter names no {domain}: every domain would list the same \
+             accounts"
+                .into(),
+        );
+    }
+    if ldap.bind_password.is_some() && ldap.bind_password_file.is_some() {
+        out.push("[accounts.ldap] bind_password and bind_password_file: set one".into());
+    }
+    if ldap.bind_dn.is_some() && ldap.bind_password.is_none() && ldap.bind_password_file.is_none() {
+        out.push("[accounts.ldap] bind_dn without bind_password or bind_password_file".into());
+    }
+    if let Some(file) = &ldap.bind_password_file
+        && !file.is_file()
+    {
+        out.push(format!(
+            "[accounts.ldap] bind_password_file {} is not a file",
+            file.display()
+        ));
+    }
+    if ldap.timeout.is_zero() {
+        out.push("[accounts.ldap] timeout must be more than 0".into());
+    }
+    if ldap.sync_interval < Duration::from_secs(1) {
+        out.push("[accounts.ldap] sync_interval must be at least 1s".into());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,6 +628,38 @@ mod tests {
         let ok = config(
             "backend = \"sql\"\n[sql]\nurl = \"postgres://u:p@db/mail\"\n\
              password_query = \"SELECT password FROM mailbox WHERE username = $1\"",
+        );
+        assert!(
+            ok.problems(&served).is_empty(),
+            "{:?}",
+            ok.problems(&served)
+        );
+    }
+
+    #[test]
+    fn ldap_problems_are_reported() {
+        let served = ["a.test".to_owned()];
+        let p = config("backend = \"ldap\"").problems(&served);
+        assert!(p[0].contains("no [accounts.ldap]"), "{p:?}");
+        let p = config(
+            "backend = \"ldap\"\n[ldap]\nurl = \"http://x\"\nbase_dn = \"dc=x\"\n\
+             user_filter = \"(uid=alice)\"\ndn_template = \"uid=x\"\nlist_filter = \"(mail=*)\"\n\
+             bind_dn = \"cn=p\"",
+        )
+        .problems(&served);
+        for key in [
+            "url",
+            "set one",
+            "user_filter names",
+            "dn_template names",
+            "list_filter",
+            "bind_dn",
+        ] {
+            assert!(p.iter().any(|m| m.contains(key)), "{key}: {p:?}");
+        }
+        let ok = config(
+            "backend = \"ldap\"\n[ldap]\nurl = \"ldaps://x\"\nbase_dn = \"dc=x\"\n\
+             list_filter = \"(mail=*@{domain})\"",
         );
         assert!(
             ok.problems(&served).is_empty(),

@@ -3,6 +3,8 @@
 //! - [`imap`]: a login to the IMAP server (any mail server).
 //! - [`dovecot`]: Dovecot's authentication protocol on its auth socket (what Postfix uses
 //!   for SMTP AUTH), and its userdb iteration to know which accounts exist.
+//! - [`ldap`]: a bind as the user (found by a search with a service account, or a DN
+//!   template); a search lists the accounts.
 //! - [`sql`]: the mail server's own table; the hash is read and checked here, and a SCRAM
 //!   login is honoured only while it is unchanged.
 //!
@@ -15,6 +17,7 @@
 
 pub mod dovecot;
 pub mod imap;
+pub mod ldap;
 pub mod sql;
 
 use std::collections::HashMap;
@@ -50,6 +53,7 @@ enum Kind {
     Imap(imap::ImapBackend),
     Dovecot(dovecot::DovecotBackend),
     Sql(sql::SqlBackend),
+    Ldap(ldap::LdapBackend),
 }
 
 /// A password the backend took.
@@ -118,6 +122,8 @@ impl Backend {
             match &self.kind {
                 Kind::Imap(b) => b.check(user, password).await.map(untagged),
                 Kind::Dovecot(b) => b.check(user, password).await.map(untagged),
+                // The filter or template chooses the parts of the address it needs.
+                Kind::Ldap(b) => b.check(address, password).await.map(untagged),
                 Kind::Sql(b) => {
                     let hash = b.hash_of(user).await?;
                     self.verify_hash(hash, password, hashing).await
@@ -188,6 +194,7 @@ impl Backend {
             Kind::Imap(_) => return None,
             Kind::Dovecot(b) => tokio::time::timeout(timeout, b.list()?).await,
             Kind::Sql(b) => tokio::time::timeout(timeout, b.list(domain)?).await,
+            Kind::Ldap(b) => tokio::time::timeout(timeout, b.list(domain)?).await,
         };
         let users = match listing {
             Ok(Ok(users)) => users,
@@ -211,6 +218,7 @@ impl Backend {
             Kind::Imap(_) => None,
             Kind::Dovecot(b) => b.sync_interval(),
             Kind::Sql(b) => b.sync_interval(),
+            Kind::Ldap(b) => b.sync_interval(),
         }
     }
 
@@ -246,6 +254,7 @@ impl std::fmt::Display for Backend {
             Kind::Imap(b) => b.fmt(f),
             Kind::Dovecot(b) => b.fmt(f),
             Kind::Sql(b) => b.fmt(f),
+            Kind::Ldap(b) => b.fmt(f),
         }
     }
 }
@@ -257,6 +266,7 @@ pub(crate) struct Backends {
     imap: Option<Backend>,
     dovecot: Option<Backend>,
     sql: Option<Backend>,
+    ldap: Option<Backend>,
 }
 
 impl Backends {
@@ -285,11 +295,21 @@ impl Backends {
             )),
             None => None,
         };
+        let ldap = match &config.ldap {
+            // Listed addresses come from `address_attribute`: whole addresses.
+            Some(c) => Some(Backend::new(
+                Kind::Ldap(ldap::LdapBackend::new(c)?),
+                c.limits(),
+                Username::Address,
+            )),
+            None => None,
+        };
         Ok(Backends {
             config: config.clone(),
             imap,
             dovecot,
             sql,
+            ldap,
         })
     }
 
@@ -300,6 +320,7 @@ impl Backends {
             BackendKind::Imap => self.imap.as_ref(),
             BackendKind::Dovecot => self.dovecot.as_ref(),
             BackendKind::Sql => self.sql.as_ref(),
+            BackendKind::Ldap => self.ldap.as_ref(),
         }
     }
 }

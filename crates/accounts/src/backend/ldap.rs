@@ -1,0 +1,284 @@
+//! The `ldap` account backend: a PLAIN password is checked by binding to the directory as
+//! the user (OpenLDAP, Active Directory, 389 DS, …), over `ldaps://` or `ldap://` with
+//! StartTLS (required), the server's certificate verified.
+//!
+//! The user's DN comes from a search with a service account (`user_filter`, the usual
+//! way: `(mail={address})`, AD's `(userPrincipalName={address})`), or from a template
+//! (`dn_template`, no service account needed). Values put into a filter are escaped per
+//! RFC 4515 and into a DN per RFC 4514, so `*)(uid=*` in a user name is a literal.
+//! An empty password is refused here: a simple bind without one is an anonymous bind
+//! (RFC 4513 §5.1.2), which many servers answer with success.
+//!
+//! Bind result 49 (invalidCredentials: wrong password, and AD's disabled or expired
+//! accounts) and a search that finds nobody are refusals; anything else (no answer, TLS,
+//! a filter that matches several entries, the service account refused) is
+//! [`Unavailable`]. `list_filter` lists the addresses (`address_attribute`) of a domain's
+//! accounts, paged, so they exist before their first login.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, dn_escape, ldap_escape};
+
+use super::Unavailable;
+use crate::config::LdapConfig;
+
+/// Accounts read from one listing at most.
+const LIST_MAX: usize = 1_000_000;
+/// Entries per page of a listing (Active Directory's limit is 1000).
+const PAGE: i32 = 500;
+/// LDAP's invalidCredentials result code.
+const INVALID_CREDENTIALS: u32 = 49;
+
+/// The directory and how accounts are found in it.
+pub struct LdapBackend {
+    url: String,
+    starttls: bool,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+    bind_dn: Option<String>,
+    bind_password: String,
+    base_dn: String,
+    user_filter: Option<String>,
+    dn_template: Option<String>,
+    list_filter: Option<String>,
+    address_attribute: String,
+    sync_interval: Duration,
+}
+
+impl std::fmt::Debug for LdapBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdapBackend")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Display for LdapBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LDAP {}", self.url)
+    }
+}
+
+/// Whether `url` is one this backend connects to; `Ok(true)` for StartTLS.
+pub(crate) fn check_url(url: &str) -> Result<bool, String> {
+    if url.starts_with("ldaps://") {
+        Ok(false)
+    } else if url.starts_with("ldap://") {
+        Ok(true)
+    } else {
+        Err(format!(
+            "`{url}` is not ldaps://host[:port] or ldap://host[:port] (StartTLS)"
+        ))
+    }
+}
+
+/// `template` with `{address}`, `{localpart}` and `{domain}` replaced by the values of
+/// `address`, each escaped by `escape`.
+pub(crate) fn fill(template: &str, address: &str, escape: fn(&str) -> String) -> String {
+    let (localpart, domain) = address.rsplit_once('@').unwrap_or((address, ""));
+    template
+        .replace("{address}", &escape(address))
+        .replace("{localpart}", &escape(localpart))
+        .replace("{domain}", &escape(domain))
+}
+
+fn filter_value(s: &str) -> String {
+    ldap_escape(s).into_owned()
+}
+
+fn dn_value(s: &str) -> String {
+    dn_escape(s).into_owned()
+}
+
+impl LdapBackend {
+    pub fn new(cfg: &LdapConfig) -> Result<LdapBackend, String> {
+        let starttls = check_url(&cfg.url)?;
+        let bind_password = match (&cfg.bind_password, &cfg.bind_password_file) {
+            (Some(p), None) => p.clone(),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map_err(|e| format!("[accounts.ldap] bind_password_file {}: {e}", file.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            (None, None) => String::new(),
+            (Some(_), Some(_)) => {
+                return Err("[accounts.ldap] bind_password and bind_password_file both set".into());
+            }
+        };
+        Ok(LdapBackend {
+            url: cfg.url.trim_end_matches('/').to_owned(),
+            starttls,
+            tls: postern_core::tls::client_config(cfg.ca_file.as_deref())?,
+            timeout: cfg.timeout,
+            bind_dn: cfg.bind_dn.clone(),
+            bind_password,
+            base_dn: cfg.base_dn.clone(),
+            user_filter: cfg.user_filter.clone(),
+            dn_template: cfg.dn_template.clone(),
+            list_filter: cfg.list_filter.clone(),
+            address_attribute: cfg.address_attribute.clone(),
+            sync_interval: cfg.sync_interval,
+        })
+    }
+
+    fn unavailable(&self, reason: impl Into<String>) -> Unavailable {
+        Unavailable::new(self, reason)
+    }
+
+    pub(crate) fn sync_interval(&self) -> Option<Duration> {
+        self.list_filter.as_ref().map(|_| self.sync_interval)
+    }
+
+    /// A new connection (TLS, or StartTLS), not yet bound.
+    async fn connect(&self) -> Result<Ldap, Unavailable> {
+        let settings = LdapConnSettings::new()
+            .set_conn_timeout(self.timeout)
+            .set_starttls(self.starttls)
+            .set_config(self.tls.clone());
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.url)
+            .await
+            .map_err(|e| self.unavailable(format!("connect: {e}")))?;
+        ldap3::drive!(conn);
+        ldap.with_timeout(self.timeout);
+        Ok(ldap)
+    }
+
+    /// A connection bound as the service account (anonymous without `bind_dn`).
+    async fn service(&self) -> Result<Ldap, Unavailable> {
+        let mut ldap = self.connect().await?;
+        if let Some(dn) = &self.bind_dn {
+            ldap.simple_bind(dn, &self.bind_password)
+                .await
+                .and_then(ldap3::LdapResult::success)
+                .map_err(|e| self.unavailable(format!("service account bind: {e}")))?;
+        }
+        Ok(ldap)
+    }
+
+    /// Whether the directory takes `password` for `address`.
+    pub(crate) async fn check(&self, address: &str, password: &str) -> Result<bool, Unavailable> {
+        if password.is_empty() {
+            return Ok(false);
+        }
+        let dn = match &self.dn_template {
+            Some(template) => fill(template, address, dn_value),
+            None => match self.find(address).await? {
+                Some(dn) => dn,
+                None => return Ok(false),
+            },
+        };
+        let mut ldap = self.connect().await?;
+        let bound = ldap
+            .simple_bind(&dn, password)
+            .await
+            .map_err(|e| self.unavailable(format!("bind: {e}")))?;
+        let _ = ldap.unbind().await;
+        match bound.rc {
+            0 => Ok(true),
+            INVALID_CREDENTIALS => Ok(false),
+            _ => Err(self.unavailable(format!("bind: {bound}"))),
+        }
+    }
+
+    /// The DN of the one entry `user_filter` finds for `address`.
+    async fn find(&self, address: &str) -> Result<Option<String>, Unavailable> {
+        let template = self.user_filter.as_deref().unwrap_or("(mail={address})");
+        let filter = fill(template, address, filter_value);
+        let mut ldap = self.service().await?;
+        let found = ldap
+            .search(&self.base_dn, Scope::Subtree, &filter, vec!["1.1"])
+            .await
+            .and_then(ldap3::SearchResult::success)
+            .map_err(|e| self.unavailable(format!("search {filter}: {e}")));
+        let _ = ldap.unbind().await;
+        let (entries, _) = found?;
+        match entries.len() {
+            0 => Ok(None),
+            1 => Ok(entries
+                .into_iter()
+                .next()
+                .map(|e| SearchEntry::construct(e).dn)),
+            n => {
+                Err(self.unavailable(format!("user_filter {filter} matches {n} entries, not one")))
+            }
+        }
+    }
+
+    /// The addresses `list_filter` finds for `domain`, when there is one.
+    pub(crate) fn list<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> Option<impl std::future::Future<Output = Result<Vec<String>, Unavailable>> + Send + 'a>
+    {
+        let template = self.list_filter.as_ref()?;
+        Some(async move {
+            let filter = fill(template, &format!("@{domain}"), filter_value);
+            let mut ldap = self.service().await?;
+            let attrs = vec![self.address_attribute.clone()];
+            let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = vec![
+                Box::new(EntriesOnly::new()),
+                Box::new(PagedResults::new(PAGE)),
+            ];
+            let search = |e: ldap3::LdapError| self.unavailable(format!("list {filter}: {e}"));
+            let mut stream = ldap
+                .streaming_search_with(adapters, &self.base_dn, Scope::Subtree, &filter, attrs)
+                .await
+                .map_err(search)?;
+            let mut addresses = Vec::new();
+            while let Some(entry) = stream.next().await.map_err(search)? {
+                let entry = SearchEntry::construct(entry);
+                let values = entry
+                    .attrs
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(&self.address_attribute))
+                    .map(|(_, v)| v.as_slice())
+                    .unwrap_or_default();
+                addresses.extend(values.iter().cloned());
+                if addresses.len() > LIST_MAX {
+                    return Err(self.unavailable(format!("more than {LIST_MAX} accounts")));
+                }
+            }
+            let done = stream.finish().await;
+            let _ = ldap.unbind().await;
+            done.success().map_err(search)?;
+            Ok(addresses)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_escaped_where_they_go() {
+        assert_eq!(
+            fill(
+                "(&(objectClass=inetOrgPerson)(mail={address}))",
+                "a@x.test",
+                filter_value
+            ),
+            "(&(objectClass=inetOrgPerson)(mail=a@x.test))"
+        );
+        let injected = fill("(uid={localpart})", "*)(uid=*@x.test", filter_value);
+        assert_eq!(injected, "(uid=\\2a\\29\\28uid=\\2a)");
+        let dn = fill(
+            "uid={localpart},ou=people,dc=x",
+            "a,ou=admins+cn=b@x.test",
+            dn_value,
+        );
+        assert_eq!(dn, "uid=a\\,ou=admins\\+cn=b,ou=people,dc=x");
+        assert_eq!(
+            fill("(mail=*{domain})", "@x.test", filter_value),
+            "(mail=*x.test)"
+        );
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(check_url("ldaps://ldap.x.test"), Ok(false));
+        assert_eq!(check_url("ldap://ldap.x.test:389"), Ok(true));
+        assert!(check_url("http://x").is_err());
+    }
+}
