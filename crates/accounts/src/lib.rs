@@ -409,10 +409,12 @@ impl Accounts {
                 }
             }
             Some(r) => {
-                let (stored, given) = (r.credentials.password_hash, password.to_owned());
+                // Only "did it change?": the SCRAM key answers in ~1 ms where argon2id
+                // takes ~20 (bench/README.md, account backends).
+                let (stored, given) = (r.credentials, password.to_owned());
                 let same = self
                     .hashing
-                    .run(move || password::matches(&stored, &given))
+                    .run(move || password::same_as_scram(&stored, &given))
                     .await?;
                 if !same {
                     // Changed on the mail server: new keys, and the FAST tokens of devices

@@ -268,7 +268,8 @@ mod tests {
             "a,ou=admins+cn=b@x.test",
             dn_value,
         );
-        assert_eq!(dn, "uid=a\\,ou=admins\\+cn=b,ou=people,dc=x");
+        // RFC 4514 hex escapes: `,` `=` `+` are no longer syntax.
+        assert_eq!(dn, "uid=a\\2cou\\3dadmins\\2bcn\\3db,ou=people,dc=x");
         assert_eq!(
             fill("(mail=*{domain})", "@x.test", filter_value),
             "(mail=*x.test)"

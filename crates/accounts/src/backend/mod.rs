@@ -70,6 +70,10 @@ pub(crate) struct Backend {
     limits: Limits,
     username: Username,
     refused: Mutex<HashMap<(String, [u8; 32]), Instant>>,
+    /// The last hash a backend that exposes them returned: an unknown account's password
+    /// is checked against it (the result ignored), so that it costs what a known account's
+    /// costs in the scheme the backend uses.
+    decoy: Mutex<Option<String>>,
 }
 
 /// Refusals remembered at most; past it the expired ones go, then all.
@@ -82,6 +86,7 @@ impl Backend {
             limits,
             username,
             refused: Mutex::new(HashMap::new()),
+            decoy: Mutex::new(None),
         }
     }
 
@@ -139,8 +144,9 @@ impl Backend {
         Ok(confirmed)
     }
 
-    /// Checks `password` against a hash the backend returned (`None`: no such account,
-    /// checked against a dummy hash so that it takes as long as a wrong password).
+    /// Checks `password` against a hash the backend returned. `None` (no such account) is
+    /// checked against the last hash the backend returned, or a dummy argon2id one before
+    /// there is any, the result ignored: an unknown account takes as long as a known one.
     async fn verify_hash(
         &self,
         hash: Option<String>,
@@ -155,11 +161,23 @@ impl Backend {
             }
             None => None,
         };
+        let check = {
+            let mut decoy = self
+                .decoy
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &stored {
+                Some(s) => {
+                    *decoy = Some(s.clone());
+                    Some(s.clone())
+                }
+                None => decoy.clone(),
+            }
+        };
         let given = password.to_owned();
-        let check = stored.clone();
         let ok = hashing
             .run(move || match &check {
-                Some(stored) => password::matches(stored, &given),
+                Some(h) => crate::legacy::verify(h, &given),
                 None => password::verify(password::DUMMY_HASH, &given),
             })
             .await

@@ -1,0 +1,93 @@
+"""slixmpp logs in with the mail password an external account backend checks: a real Dovecot
+(its auth socket, and its IMAP server) and a real OpenLDAP slapd, started on loopback by
+`backend_fixture` (tests/src/bin/backend_fixture.rs, the harnesses of the Rust tests).
+
+For each: SCRAM-SHA-256 is refused until a PLAIN login has been confirmed by the backend
+(Postern has no keys of the backend's password before), PLAIN works and gives a usable
+session, SCRAM-SHA-256 works after it, and a wrong password is refused with not-authorized.
+The SQL backend's slixmpp-free end-to-end test is tests/tests/sql_backend.rs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from clients import Client, LoginFailed, expect
+from conftest import ACCOUNTS, DOMAIN, REPO, start_server
+
+
+def fixture_bin() -> Path:
+    path = Path(
+        os.environ.get("BACKEND_FIXTURE_BIN", REPO / "target" / "debug" / "backend_fixture")
+    )
+    if not path.is_file():
+        pytest.fail(
+            f"backend_fixture not found at {path} (build it: cargo build -p postern-tests --bin backend_fixture)"
+        )
+    return path
+
+
+@pytest.fixture(params=["dovecot", "imap", "ldap"])
+def backend_server(request, tmp_path):
+    users = [f"{u}@{d}={pw}" for u, (d, pw) in ACCOUNTS.items() if d == DOMAIN]
+    proc = subprocess.Popen(
+        [str(fixture_bin()), request.param, DOMAIN, *users],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.strip() == "END":
+                break
+            lines.append(line)
+        else:
+            pytest.fail(f"backend_fixture {request.param} exited before it was ready")
+        srv = start_server(tmp_path, extra_config="\n" + "".join(lines))
+        request.node._postern = srv
+        try:
+            yield srv
+        finally:
+            srv.stop()
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+async def test_plain_then_scram_through_the_backend(backend_server):
+    srv = backend_server
+    # The accounts the suite creates have internal keys of the same passwords, but for a
+    # domain with an external backend only the backend's confirmation counts.
+    early = Client(srv, "alice", mech="SCRAM-SHA-256")
+    login = asyncio.ensure_future(early.login_fails())
+    failure = await expect(early.failed_auths, what="SASL failure")
+    assert failure["condition"] == "not-authorized"
+    assert isinstance(await login, LoginFailed)
+
+    c = await Client(srv, "alice", mech="PLAIN").login(presence=False)
+    try:
+        assert c.sasl_mech == "PLAIN"
+        assert await c.plugin["xep_0199"].ping(jid=srv.domain, timeout=10) >= 0
+    finally:
+        await c.logout()
+
+    c = await Client(srv, "alice", mech="SCRAM-SHA-256").login(presence=False)
+    try:
+        assert c.sasl_mech == "SCRAM-SHA-256"
+        assert c.boundjid.bare == srv.jid("alice")
+    finally:
+        await c.logout()
+
+    wrong = Client(srv, "bob", password="not bob's", mech="PLAIN")
+    login = asyncio.ensure_future(wrong.login_fails())
+    failure = await expect(wrong.failed_auths, what="SASL failure")
+    assert failure["condition"] == "not-authorized"
+    await login
