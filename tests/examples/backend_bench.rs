@@ -162,7 +162,7 @@ async fn main() {
 
     eprintln!("starting Dovecot and slapd with {accounts} users");
     let pairs: Vec<(&str, &str)> = users.iter().map(|(_, a)| (a.as_str(), PASSWORD)).collect();
-    let dovecot = Dovecot::start(&pairs);
+    let dovecot = Dovecot::start_with_scheme(&pairs, "SHA512-CRYPT");
     let people: Vec<(&str, &str, &str)> = users
         .iter()
         .map(|(u, a)| (u.as_str(), a.as_str(), PASSWORD))

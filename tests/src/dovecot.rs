@@ -24,7 +24,12 @@ pub struct Dovecot {
     pub auth_port: u16,
     /// Versions of the passwd-file written.
     versions: u64,
+    /// One scheme for every line, instead of [`SCHEMES`] in turn.
+    scheme: Option<&'static str>,
 }
+
+/// The schemes the passwd-file's lines are written in, in turn.
+const SCHEMES: [&str; 4] = ["SHA512-CRYPT", "BLF-CRYPT", "SSHA512", "ARGON2ID"];
 
 /// A hash Dovecot made: `doveadm pw -s SCHEME -p PASSWORD`.
 pub fn doveadm_pw(scheme: &str, password: &str) -> String {
@@ -41,8 +46,17 @@ pub fn doveadm_pw(scheme: &str, password: &str) -> String {
 }
 
 impl Dovecot {
-    /// Starts Dovecot with these (address, password) users.
+    /// Starts Dovecot with these (address, password) users, their hashes in mixed schemes.
     pub fn start(users: &[(&str, &str)]) -> Dovecot {
+        Dovecot::start_with(users, None)
+    }
+
+    /// Starts Dovecot with every user's hash in `scheme` (a benchmark's fixed cost).
+    pub fn start_with_scheme(users: &[(&str, &str)], scheme: &'static str) -> Dovecot {
+        Dovecot::start_with(users, Some(scheme))
+    }
+
+    fn start_with(users: &[(&str, &str)], scheme: Option<&'static str>) -> Dovecot {
         let dir = tempfile::tempdir().expect("tempdir");
         // Dovecot's login processes run as its own users: they need to reach the files.
         set_mode(dir.path(), 0o755);
@@ -57,6 +71,7 @@ impl Dovecot {
             imap_port: 0,
             auth_port: 0,
             versions: 0,
+            scheme,
         };
         for (address, password) in users {
             dovecot.write_password(address, password);
@@ -149,10 +164,14 @@ impl Dovecot {
             .map(str::to_owned)
             .collect();
         // passwd-file: user:password:uid:gid:(gecos):home:(shell), so that the userdb can
-        // list and look up users too.
+        // list and look up users too. Mixed schemes, as in a passwd-file that has lived
+        // through several defaults: each version of a line takes the next one.
+        let scheme = self
+            .scheme
+            .unwrap_or(SCHEMES[(self.versions as usize) % SCHEMES.len()]);
         lines.push(format!(
             "{address}:{}:65534:65534::{}/home::",
-            doveadm_pw("SHA512-CRYPT", password),
+            doveadm_pw(scheme, password),
             self.dir.path().display()
         ));
         self.write_users(&lines);

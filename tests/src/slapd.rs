@@ -2,7 +2,7 @@
 //! `scripts/deps test`), for the `ldap` account backend's tests: a directory
 //! `dc=example,dc=test` with people under `ou=people` (inetOrgPerson, `mail` = the
 //! address, `{SSHA}` passwords), a service account `cn=postern,dc=example,dc=test` that may
-//! read, StartTLS on the `ldap://` port and an `ldaps://` port, a self-signed certificate
+//! read, groups (groupOfNames) under `ou=groups`, StartTLS on the `ldap://` port and an `ldaps://` port, a self-signed certificate
 //! for `localhost`. Changes go through the admin (rootdn) with ldapmodify and friends, as
 //! an admin's tools would.
 
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub const SUFFIX: &str = "dc=example,dc=test";
 pub const PEOPLE: &str = "ou=people,dc=example,dc=test";
+pub const GROUPS: &str = "ou=groups,dc=example,dc=test";
 pub const SERVICE_DN: &str = "cn=postern,dc=example,dc=test";
 pub const SERVICE_PASSWORD: &str = "service pw";
 const ROOT_DN: &str = "cn=admin,dc=example,dc=test";
@@ -74,6 +75,7 @@ impl Slapd {
         let mut ldif = format!(
             "dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n\
              dn: {PEOPLE}\nobjectClass: organizationalUnit\nou: people\n\n\
+             dn: {GROUPS}\nobjectClass: organizationalUnit\nou: groups\n\n\
              dn: {SERVICE_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n\
              cn: postern\nuserPassword: {}\n\n",
             ssha(SERVICE_PASSWORD)
@@ -169,6 +171,32 @@ impl Slapd {
     /// Adds a person.
     pub fn add(&self, uid: &str, mail: &str, password: &str) {
         self.admin("ldapadd", &[], &person(uid, mail, password));
+    }
+
+    /// Adds a groupOfNames whose members are these people.
+    pub fn add_group(&self, cn: &str, uids: &[&str]) {
+        let members: String = uids
+            .iter()
+            .map(|u| format!("member: uid={u},{PEOPLE}\n"))
+            .collect();
+        self.admin(
+            "ldapadd",
+            &[],
+            &format!("dn: cn={cn},{GROUPS}\nobjectClass: groupOfNames\ncn: {cn}\n{members}\n"),
+        );
+    }
+
+    /// Replaces a group's members (at least one: groupOfNames requires it).
+    pub fn set_group_members(&self, cn: &str, uids: &[&str]) {
+        let members: String = uids
+            .iter()
+            .map(|u| format!("member: uid={u},{PEOPLE}\n"))
+            .collect();
+        self.admin(
+            "ldapmodify",
+            &[],
+            &format!("dn: cn={cn},{GROUPS}\nchangetype: modify\nreplace: member\n{members}"),
+        );
     }
 
     /// Deletes a person.

@@ -104,6 +104,9 @@ async fn dovecot_backend_on_the_auth_socket_with_its_userdb() {
     assert!(injected.contains("not-authorized"), "{injected}");
     let tabbed = login.plain(alice, "x\tsecured\tresp=AA==").await;
     assert!(tabbed.contains("not-authorized"), "{tabbed}");
+    // A NUL after the right password: not that password, and never sent on.
+    let nul = login.plain(alice, "alice's mail pw\0x").await;
+    assert!(nul.contains("<failure"), "{nul}");
     let first = login.plain(alice, "alice's mail pw").await;
     assert!(first.contains("<success"), "{first}");
     let scram = login.scram(alice, "alice's mail pw").await;

@@ -1,7 +1,8 @@
 //! The `ldap` account backend against a real OpenLDAP `slapd` on loopback
 //! (`postern_tests::slapd`): PLAIN checked by a bind as the user, found by a search with a
 //! service account over StartTLS, or named by a DN template over `ldaps://`; the listed
-//! accounts exist before their first login; LDAP filter syntax in a user name stays a
+//! accounts exist before their first login and a directory group's members become the
+//! members of Postern's group of that name; LDAP filter syntax in a user name stays a
 //! literal; an empty password never becomes an anonymous bind; a password changed in the
 //! directory refused at once over PLAIN and over SCRAM after `scram_ttl`; a person deleted
 //! loses the live session; slapd stopped → `<temporary-auth-failure/>`, then back.
@@ -12,8 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use postern_tests::backend_login::Login;
-use postern_tests::process::{postern, serve};
-use postern_tests::slapd::{PEOPLE, SERVICE_DN, Slapd};
+use postern_tests::process::{postern, run, serve};
+use postern_tests::slapd::{GROUPS, PEOPLE, SERVICE_DN, Slapd};
 use postern_tests::trusting;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -36,6 +37,14 @@ fn config(dir: &Path, ldap: &str) -> std::path::PathBuf {
 
 fn accounts(cfg: &Path) -> String {
     postern(cfg, &["account", "list", "mail.test"], "")
+}
+
+fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn login(dir: &Path, addr: std::net::SocketAddr) -> Login {
@@ -61,11 +70,20 @@ async fn ldap_backend_with_a_service_account_over_starttls() {
              bind_password_file = \"{}\"\nbase_dn = \"{PEOPLE}\"\n\
              user_filter = \"(&(objectClass=inetOrgPerson)(mail={{address}}))\"\n\
              list_filter = \"(&(objectClass=inetOrgPerson)(mail=*@{{domain}}))\"\n\
+             group_filter = \"(objectClass=groupOfNames)\"\ngroup_base_dn = \"{GROUPS}\"\n\
              sync_interval = \"1s\"",
             slapd.ldap_port,
             slapd.cert().display(),
             slapd.service_password_file().display()
         ),
+    );
+    slapd.add_group("staff", &["alice", "bob", "eve"]);
+    // A group of Postern's own is the admin's: the sync leaves it alone.
+    postern(&cfg, &["group", "add", "local"], "");
+    postern(
+        &cfg,
+        &["group", "add-member", "local", "alice@mail.test"],
+        "",
     );
     let (mut server, addr, problems) = serve(&cfg);
     let login = login(dir.path(), addr);
@@ -81,6 +99,22 @@ async fn ldap_backend_with_a_service_account_over_starttls() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(!accounts(&cfg).contains("eve"), "only mail.test's people");
+    // The directory's group, with its members of this domain.
+    // (Before the first sync `staff` does not exist: the command fails, prints nothing.)
+    let members = |group: &str| {
+        String::from_utf8_lossy(&run(&cfg, &["group", "members", group], "").stdout).into_owned()
+    };
+    wait_until("staff synced", || {
+        members("staff") == "alice@mail.test\nbob@mail.test\n"
+    });
+    assert_eq!(members("local"), "alice@mail.test\n");
+    slapd.set_group_members("staff", &["bob"]);
+    wait_until("alice left staff", || members("staff") == "bob@mail.test\n");
+    assert_eq!(
+        members("local"),
+        "alice@mail.test\n",
+        "the admin's group untouched"
+    );
 
     let scram = login.scram(alice, "alice's pw").await;
     assert!(

@@ -44,6 +44,10 @@
 //! # dn_template = "uid={localpart},ou=people,dc=example,dc=org"  # instead of a search
 //! list_filter = "(&(objectClass=inetOrgPerson)(mail=*@{domain}))"  # optional
 //! address_attribute = "mail"
+//! group_filter = "(objectClass=groupOfNames)"   # optional: groups follow the directory's
+//! group_base_dn = "ou=groups,dc=example,dc=org"
+//! group_name_attribute = "cn"
+//! group_member_attribute = "member"
 //! sync_interval = "5m"
 //! timeout = "10s"
 //! scram_ttl = "1d"
@@ -255,6 +259,17 @@ pub struct LdapConfig {
     /// The attribute holding an account's address, for `list_filter`.
     #[serde(default = "default_address_attribute")]
     pub address_attribute: String,
+    /// The filter of the groups whose members (this domain's accounts) Postern's groups of
+    /// the same name take, at each sync.
+    pub group_filter: Option<String>,
+    /// Where the group search starts; default `base_dn`.
+    pub group_base_dn: Option<String>,
+    /// The attribute holding a group's name.
+    #[serde(default = "default_group_name_attribute")]
+    pub group_name_attribute: String,
+    /// The attribute holding a group's members, as DNs of account entries.
+    #[serde(default = "default_group_member_attribute")]
+    pub group_member_attribute: String,
     /// How often `list_filter` is searched.
     #[serde(
         default = "default_sync_interval",
@@ -357,6 +372,14 @@ impl Username {
 
 fn default_sync_interval() -> Duration {
     Duration::from_secs(300)
+}
+
+fn default_group_name_attribute() -> String {
+    "cn".to_owned()
+}
+
+fn default_group_member_attribute() -> String {
+    "member".to_owned()
 }
 
 fn default_address_attribute() -> String {
@@ -537,6 +560,13 @@ fn ldap_problems(ldap: &LdapConfig) -> Vec<String> {
     {
         out.push(
             "[accounts.ldap] list_filter names no {domain}: every domain would list the same \
+             accounts"
+                .into(),
+        );
+    }
+    if ldap.group_filter.is_some() && ldap.list_filter.is_none() {
+        out.push(
+            "[accounts.ldap] group_filter needs list_filter: members are found among the listed \
              accounts"
                 .into(),
         );

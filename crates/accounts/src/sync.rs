@@ -5,6 +5,9 @@
 //! would let it in without asking the backend (SCRAM keys and FAST tokens, by clearing
 //! its confirmation); the caller closes its live sessions.
 //!
+//! An LDAP backend with `group_filter` also brings Postern's groups of the same names in
+//! step: their members in the domain are the directory's.
+//!
 //! Rows stay when an account leaves the backend (its roster, archive and offline messages
 //! are the admin's to delete with `postern account del`): a mailbox removed by mistake and
 //! restored comes back whole.
@@ -24,6 +27,9 @@ pub struct Synced {
     /// Accounts the backend no longer lists that it had confirmed: their live sessions
     /// are to be closed.
     pub gone: Vec<String>,
+    /// Group memberships added and removed (directory groups).
+    pub members_added: usize,
+    pub members_removed: usize,
 }
 
 impl Accounts {
@@ -95,9 +101,62 @@ impl Accounts {
             }
         }
         synced.added.sort();
+        if let Some(groups) = external.groups(domain).await {
+            self.sync_groups(domain, groups?, &mut synced).await?;
+        }
         if !synced.added.is_empty() {
             tracing::info!(domain, backend = %external, added = synced.added.len(), "accounts known to the backend created");
         }
         Ok(Some(synced))
+    }
+
+    /// Each directory group becomes (or stays) a Postern group whose members in `domain`
+    /// are exactly the directory's; members of other domains are left to their own sync
+    /// (or the admin). Groups the directory does not have are left alone.
+    async fn sync_groups(
+        &self,
+        domain: &str,
+        groups: Vec<(String, Vec<String>)>,
+        synced: &mut Synced,
+    ) -> Result<(), AccountError> {
+        let in_domain = |a: &String| a.rsplit_once('@').is_some_and(|(_, d)| d == domain);
+        for (name, members) in groups {
+            let Ok(name) = crate::check_group(&name) else {
+                tracing::warn!(group = %name, "a directory group's name cannot be a Postern group name: skipped");
+                continue;
+            };
+            if self.store.group_create(name).await? {
+                tracing::info!(group = %name, "group created from the directory");
+            }
+            let want: HashSet<&String> = members.iter().collect();
+            let have: Vec<String> = self
+                .store
+                .group_members(name)
+                .await?
+                .unwrap_or_default()
+                .into_iter()
+                .filter(in_domain)
+                .collect();
+            for gone in have.iter().filter(|a| !want.contains(a)) {
+                if self.store.group_remove_member(name, gone).await? {
+                    synced.members_removed += 1;
+                }
+            }
+            let have: HashSet<&String> = have.iter().collect();
+            for new in members.iter().filter(|a| !have.contains(a)) {
+                if self.store.group_add_member(name, new).await? {
+                    synced.members_added += 1;
+                }
+            }
+        }
+        if synced.members_added + synced.members_removed > 0 {
+            tracing::info!(
+                domain,
+                added = synced.members_added,
+                removed = synced.members_removed,
+                "group members synced with the directory"
+            );
+        }
+        Ok(())
     }
 }

@@ -13,7 +13,9 @@
 //! accounts) and a search that finds nobody are refusals; anything else (no answer, TLS,
 //! a filter that matches several entries, the service account refused) is
 //! [`Unavailable`]. `list_filter` lists the addresses (`address_attribute`) of a domain's
-//! accounts, paged, so they exist before their first login.
+//! accounts, paged, so they exist before their first login; `group_filter` lists groups
+//! (`group_name_attribute`) whose members (`group_member_attribute`, DNs) among those
+//! accounts become the members of Postern's group of that name.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +46,15 @@ pub struct LdapBackend {
     dn_template: Option<String>,
     list_filter: Option<String>,
     address_attribute: String,
+    group_filter: Option<String>,
+    group_base_dn: Option<String>,
+    group_name_attribute: String,
+    group_member_attribute: String,
     sync_interval: Duration,
 }
+
+/// A directory group: its name and the addresses of its members in one domain.
+pub(crate) type Group = (String, Vec<String>);
 
 impl std::fmt::Debug for LdapBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,6 +127,10 @@ impl LdapBackend {
             dn_template: cfg.dn_template.clone(),
             list_filter: cfg.list_filter.clone(),
             address_attribute: cfg.address_attribute.clone(),
+            group_filter: cfg.group_filter.clone(),
+            group_base_dn: cfg.group_base_dn.clone(),
+            group_name_attribute: cfg.group_name_attribute.clone(),
+            group_member_attribute: cfg.group_member_attribute.clone(),
             sync_interval: cfg.sync_interval,
         })
     }
@@ -211,40 +224,104 @@ impl LdapBackend {
         domain: &'a str,
     ) -> Option<impl std::future::Future<Output = Result<Vec<String>, Unavailable>> + Send + 'a>
     {
-        let template = self.list_filter.as_ref()?;
+        self.list_filter.as_ref()?;
         Some(async move {
-            let filter = fill(template, &format!("@{domain}"), filter_value);
-            let mut ldap = self.service().await?;
-            let attrs = vec![self.address_attribute.clone()];
-            let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = vec![
-                Box::new(EntriesOnly::new()),
-                Box::new(PagedResults::new(PAGE)),
-            ];
-            let search = |e: ldap3::LdapError| self.unavailable(format!("list {filter}: {e}"));
-            let mut stream = ldap
-                .streaming_search_with(adapters, &self.base_dn, Scope::Subtree, &filter, attrs)
-                .await
-                .map_err(search)?;
-            let mut addresses = Vec::new();
-            while let Some(entry) = stream.next().await.map_err(search)? {
-                let entry = SearchEntry::construct(entry);
-                let values = entry
-                    .attrs
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(&self.address_attribute))
-                    .map(|(_, v)| v.as_slice())
-                    .unwrap_or_default();
-                addresses.extend(values.iter().cloned());
-                if addresses.len() > LIST_MAX {
-                    return Err(self.unavailable(format!("more than {LIST_MAX} accounts")));
-                }
-            }
-            let done = stream.finish().await;
-            let _ = ldap.unbind().await;
-            done.success().map_err(search)?;
-            Ok(addresses)
+            let people = self.people(domain).await?;
+            Ok(people.into_iter().flat_map(|(_, a)| a).collect())
         })
     }
+
+    /// The (DN, addresses) of every entry `list_filter` finds for `domain`.
+    async fn people(&self, domain: &str) -> Result<Vec<(String, Vec<String>)>, Unavailable> {
+        let template = self.list_filter.as_deref().unwrap_or("(mail=*@{domain})");
+        let filter = fill(template, &format!("@{domain}"), filter_value);
+        let attr = self.address_attribute.clone();
+        self.search(&self.base_dn, &filter, vec![attr.clone()])
+            .await
+            .map(|entries| {
+                entries
+                    .into_iter()
+                    .map(|e| (e.dn.to_ascii_lowercase(), values(&e, &attr)))
+                    .collect()
+            })
+    }
+
+    /// The groups `group_filter` finds, with their members among `domain`'s accounts, when
+    /// there is a `group_filter`.
+    pub(crate) fn groups<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> Option<impl std::future::Future<Output = Result<Vec<Group>, Unavailable>> + Send + 'a>
+    {
+        let filter = self.group_filter.as_ref()?;
+        Some(async move {
+            let by_dn: std::collections::HashMap<String, Vec<String>> =
+                self.people(domain).await?.into_iter().collect();
+            let (name_attr, member_attr) =
+                (&self.group_name_attribute, &self.group_member_attribute);
+            let base = self.group_base_dn.as_deref().unwrap_or(&self.base_dn);
+            let entries = self
+                .search(base, filter, vec![name_attr.clone(), member_attr.clone()])
+                .await?;
+            let mut groups = Vec::new();
+            for entry in entries {
+                let Some(name) = values(&entry, name_attr).into_iter().next() else {
+                    continue;
+                };
+                let mut members: Vec<String> = values(&entry, member_attr)
+                    .iter()
+                    .filter_map(|dn| by_dn.get(&dn.to_ascii_lowercase()))
+                    .flatten()
+                    .map(|a| a.to_lowercase())
+                    .filter(|a| a.rsplit_once('@').is_some_and(|(_, d)| d == domain))
+                    .collect();
+                members.sort();
+                members.dedup();
+                groups.push((name, members));
+            }
+            Ok(groups)
+        })
+    }
+
+    /// A paged subtree search as the service account.
+    async fn search(
+        &self,
+        base: &str,
+        filter: &str,
+        attrs: Vec<String>,
+    ) -> Result<Vec<SearchEntry>, Unavailable> {
+        let mut ldap = self.service().await?;
+        let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = vec![
+            Box::new(EntriesOnly::new()),
+            Box::new(PagedResults::new(PAGE)),
+        ];
+        let failed = |e: ldap3::LdapError| self.unavailable(format!("search {filter}: {e}"));
+        let mut stream = ldap
+            .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)
+            .await
+            .map_err(failed)?;
+        let mut entries = Vec::new();
+        while let Some(entry) = stream.next().await.map_err(failed)? {
+            entries.push(SearchEntry::construct(entry));
+            if entries.len() > LIST_MAX {
+                return Err(self.unavailable(format!("more than {LIST_MAX} entries")));
+            }
+        }
+        let done = stream.finish().await;
+        let _ = ldap.unbind().await;
+        done.success().map_err(failed)?;
+        Ok(entries)
+    }
+}
+
+/// The values of `attr` (any case) in `entry`.
+fn values(entry: &SearchEntry, attr: &str) -> Vec<String> {
+    entry
+        .attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(attr))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -230,6 +230,27 @@ impl Backend {
             .collect()))
     }
 
+    /// The directory's groups with their members in `domain`, for the backends that have
+    /// them (LDAP with `group_filter`); `None` for the others.
+    pub(crate) async fn groups(
+        &self,
+        domain: &str,
+    ) -> Option<Result<Vec<ldap::Group>, Unavailable>> {
+        let Kind::Ldap(b) = &self.kind else {
+            return None;
+        };
+        let timeout = self.limits.timeout.max(Duration::from_secs(60));
+        Some(
+            match tokio::time::timeout(timeout, b.groups(domain)?).await {
+                Ok(groups) => groups,
+                Err(_) => Err(Unavailable::new(
+                    self,
+                    format!("listing groups took over {timeout:?}"),
+                )),
+            },
+        )
+    }
+
     /// How often [`Backend::accounts`] is read again, for the backends that list.
     pub(crate) fn sync_interval(&self) -> Option<Duration> {
         match &self.kind {
