@@ -240,6 +240,47 @@ def server(request, tmp_path) -> Server:
     assert code == 0, f"postern serve exited with {code} after SIGTERM"
 
 
+def backend_fixture_bin() -> Path:
+    path = Path(
+        os.environ.get("BACKEND_FIXTURE_BIN", REPO / "target" / "debug" / "backend_fixture")
+    )
+    if not path.is_file():
+        pytest.fail(
+            f"backend_fixture not found at {path} (build it: cargo build -p postern-tests --bin backend_fixture)"
+        )
+    return path
+
+
+@pytest.fixture(params=["dovecot", "imap", "ldap"])
+def backend_server(request, tmp_path):
+    users = [f"{u}@{d}={pw}" for u, (d, pw) in ACCOUNTS.items() if d == DOMAIN]
+    proc = subprocess.Popen(
+        [str(backend_fixture_bin()), request.param, DOMAIN, *users],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.strip() == "END":
+                break
+            lines.append(line)
+        else:
+            pytest.fail(f"backend_fixture {request.param} exited before it was ready")
+        srv = start_server(tmp_path, extra_config="\n" + "".join(lines))
+        request.node._postern = srv
+        try:
+            yield srv
+        finally:
+            srv.stop()
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(timeout=30)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield

@@ -1,6 +1,7 @@
 """slixmpp logs in with the mail password an external account backend checks: a real Dovecot
 (its auth socket, and its IMAP server) and a real OpenLDAP slapd, started on loopback by
-`backend_fixture` (tests/src/bin/backend_fixture.rs, the harnesses of the Rust tests).
+`backend_fixture` (tests/src/bin/backend_fixture.rs, the harnesses of the Rust tests;
+the `backend_server` fixture in conftest.py).
 
 For each: SCRAM-SHA-256 is refused until a PLAIN login has been confirmed by the backend
 (Postern has no keys of the backend's password before), PLAIN works and gives a usable
@@ -11,55 +12,8 @@ The SQL backend's slixmpp-free end-to-end test is tests/tests/sql_backend.rs.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-from pathlib import Path
-
-import pytest
 
 from clients import Client, LoginFailed, expect
-from conftest import ACCOUNTS, DOMAIN, REPO, start_server
-
-
-def fixture_bin() -> Path:
-    path = Path(
-        os.environ.get("BACKEND_FIXTURE_BIN", REPO / "target" / "debug" / "backend_fixture")
-    )
-    if not path.is_file():
-        pytest.fail(
-            f"backend_fixture not found at {path} (build it: cargo build -p postern-tests --bin backend_fixture)"
-        )
-    return path
-
-
-@pytest.fixture(params=["dovecot", "imap", "ldap"])
-def backend_server(request, tmp_path):
-    users = [f"{u}@{d}={pw}" for u, (d, pw) in ACCOUNTS.items() if d == DOMAIN]
-    proc = subprocess.Popen(
-        [str(fixture_bin()), request.param, DOMAIN, *users],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    lines = []
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.strip() == "END":
-                break
-            lines.append(line)
-        else:
-            pytest.fail(f"backend_fixture {request.param} exited before it was ready")
-        srv = start_server(tmp_path, extra_config="\n" + "".join(lines))
-        request.node._postern = srv
-        try:
-            yield srv
-        finally:
-            srv.stop()
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        proc.wait(timeout=30)
 
 
 async def test_plain_then_scram_through_the_backend(backend_server):

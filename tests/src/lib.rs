@@ -29,6 +29,7 @@ pub use postern::Config;
 
 pub mod backend_login;
 pub mod dovecot;
+pub mod mariadb;
 pub mod process;
 pub mod scram;
 pub mod slapd;

@@ -1,5 +1,6 @@
 //! The `sql` account backend against a real PostgreSQL (the test database,
-//! `POSTERN_TEST_POSTGRES_URL`) holding a Postfixadmin-style `mailbox` table: hashes made by
+//! `POSTERN_TEST_POSTGRES_URL`) and a real MariaDB (`postern_tests::mariadb`, Postern reading
+//! as a user that may only SELECT), each holding a Postfixadmin-style `mailbox` table: hashes made by
 //! Dovecot (`{SHA512-CRYPT}`, a bare bcrypt) checked natively; the listed accounts exist
 //! before their first login; SQL in a user name stays data; a password changed in the table
 //! stops SCRAM at once (the hash is compared, not only `scram_ttl`); a mailbox made inactive
@@ -13,13 +14,15 @@ use std::time::{Duration, Instant};
 
 use postern_tests::backend_login::Login;
 use postern_tests::dovecot::doveadm_pw;
+use postern_tests::mariadb::MariaDb;
 use postern_tests::process::{postern, serve};
 use postern_tests::trusting;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use sqlx::postgres::PgPool;
+use sqlx::AnyPool;
+use sqlx::Row as _;
 
-async fn exec(db: &PgPool, sql: &str) {
+async fn exec(db: &AnyPool, sql: &str) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
         .execute(db)
         .await
@@ -30,19 +33,60 @@ fn accounts(cfg: &Path) -> String {
     postern(cfg, &["account", "list", "mail.test"], "")
 }
 
+/// Where the table lives and how this database spells things.
+struct Db {
+    /// The test's own connection.
+    admin: AnyPool,
+    /// What Postern connects with.
+    url: String,
+    /// `schema.mailbox` or `mail.mailbox`.
+    table: String,
+    /// The query parameter: `$1`, `?`.
+    p: fn(usize) -> String,
+    postgres: bool,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sql_backend_on_a_postfixadmin_mailbox_table() {
+async fn sql_backend_on_postgresql() {
     let Some(url) = postern_store::testing::postgres_url() else {
         return;
     };
-    let db = PgPool::connect(&url).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let admin = AnyPool::connect(&url).await.unwrap();
     let schema = format!("sqlb_{}", std::process::id());
-    let table = format!("{schema}.mailbox");
-    exec(&db, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
-    exec(&db, &format!("CREATE SCHEMA {schema}")).await;
+    exec(&admin, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+    exec(&admin, &format!("CREATE SCHEMA {schema}")).await;
+    let db = Db {
+        admin,
+        url,
+        table: format!("{schema}.mailbox"),
+        p: |n| format!("${n}"),
+        postgres: true,
+    };
+    scenario(&db).await;
+    exec(&db.admin, &format!("DROP SCHEMA {schema} CASCADE")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_backend_on_mariadb() {
+    let maria = MariaDb::start();
+    sqlx::any::install_default_drivers();
+    let db = Db {
+        admin: AnyPool::connect(&maria.admin_url()).await.unwrap(),
+        url: maria.postern_url(),
+        table: "mail.mailbox".into(),
+        p: |_| "?".into(),
+        postgres: false,
+    };
+    scenario(&db).await;
+}
+
+async fn scenario(db: &Db) {
+    let (table, p) = (db.table.as_str(), db.p);
+    let url = &db.url;
     // Postfixadmin's columns that matter here.
     exec(
-        &db,
+        &db.admin,
         &format!(
             "CREATE TABLE {table} (username VARCHAR(255) PRIMARY KEY, password VARCHAR(255) NOT NULL, \
              local_part VARCHAR(255) NOT NULL, domain VARCHAR(255) NOT NULL, active BOOLEAN NOT NULL DEFAULT TRUE)"
@@ -57,12 +101,15 @@ async fn sql_backend_on_a_postfixadmin_mailbox_table() {
         ("bob", bare_bcrypt.to_owned()),
     ] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO {table} (username, password, local_part, domain) VALUES ($1, $2, $3, 'mail.test')"
+            "INSERT INTO {table} (username, password, local_part, domain) VALUES ({}, {}, {}, 'mail.test')",
+            p(1),
+            p(2),
+            p(3)
         )))
         .bind(format!("{user}@mail.test"))
         .bind(hash)
-        .bind(user)
-        .execute(&db)
+        .bind(user.to_owned())
+        .execute(&db.admin)
         .await
         .unwrap();
     }
@@ -74,11 +121,12 @@ async fn sql_backend_on_a_postfixadmin_mailbox_table() {
         format!(
             "data_dir = \"{data}\"\n[[domain]]\nname = \"mail.test\"\n\
              [accounts]\nbackend = \"sql\"\n[accounts.sql]\nurl = \"{url}\"\n\
-             password_query = \"SELECT password FROM {table} WHERE username = $1 AND active\"\n\
-             list_query = \"SELECT username FROM {table} WHERE domain = $1 AND active\"\n\
+             password_query = \"SELECT password FROM {table} WHERE username = {p1} AND active\"\n\
+             list_query = \"SELECT username FROM {table} WHERE domain = {p1} AND active\"\n\
              sync_interval = \"1s\"\ntimeout = \"5s\"\nscram_ttl = \"1h\"\nfailure_cache = \"1s\"\n\
              [xmpp]\nstarttls = [\"127.0.0.1:0\"]\ndirect_tls = []\n[gateway]\nenabled = false\n",
             data = dir.path().join("data").display(),
+            p1 = p(1),
         ),
     )
     .unwrap();
@@ -122,11 +170,13 @@ async fn sql_backend_on_a_postfixadmin_mailbox_table() {
     let token = login.fast_token(alice, "alice's mail pw").await;
     assert!(login.fast(alice, &token).await.contains("<success"));
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE {table} SET password = $1 WHERE username = $2"
+        "UPDATE {table} SET password = {} WHERE username = {}",
+        p(1),
+        p(2)
     )))
     .bind(doveadm_pw("SHA512-CRYPT", "new pw"))
-    .bind(alice)
-    .execute(&db)
+    .bind(alice.to_owned())
+    .execute(&db.admin)
     .await
     .unwrap();
     let scram = login.scram(alice, "alice's mail pw").await;
@@ -148,7 +198,7 @@ async fn sql_backend_on_a_postfixadmin_mailbox_table() {
     assert!(login.scram(bob, "bob's mail pw").await.contains("<success"));
     let mut session = login.bound(bob, "bob's mail pw", "desk").await;
     exec(
-        &db,
+        &db.admin,
         &format!("UPDATE {table} SET active = FALSE WHERE username = '{bob}'"),
     )
     .await;
@@ -165,42 +215,67 @@ async fn sql_backend_on_a_postfixadmin_mailbox_table() {
     assert!(closed.contains("<not-authorized"), "{closed}");
 
     // The database dropping Postern's connections: the next login opens new ones.
-    exec(
-        &db,
-        &format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
-             AND query LIKE '%{table}%'"
-        ),
-    )
-    .await;
+    if db.postgres {
+        exec(
+            &db.admin,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+                 AND query LIKE '%{table}%'"
+            ),
+        )
+        .await;
+    } else {
+        let ids = sqlx::query(
+            "SELECT CAST(id AS CHAR) FROM information_schema.processlist WHERE user = 'postern'",
+        )
+        .fetch_all(&db.admin)
+        .await
+        .unwrap();
+        assert!(!ids.is_empty(), "Postern keeps connections");
+        for row in ids {
+            let id: String = row.try_get(0).unwrap();
+            exec(&db.admin, &format!("KILL {id}")).await;
+        }
+    }
     let ok = login.plain(alice, "new pw").await;
     assert!(
         ok.contains("<success"),
         "after the connections were dropped: {ok}"
     );
     // The table gone (a broken database): no answer, which is no refusal; then back.
-    exec(&db, &format!("ALTER TABLE {table} RENAME TO mailbox_away")).await;
+    let (away, back) = if db.postgres {
+        (
+            format!("ALTER TABLE {table} RENAME TO mailbox_away"),
+            format!("ALTER TABLE {table}_away RENAME TO mailbox"),
+        )
+    } else {
+        (
+            format!("RENAME TABLE {table} TO {table}_away"),
+            format!("RENAME TABLE {table}_away TO {table}"),
+        )
+    };
+    exec(&db.admin, &away).await;
     let down = login.plain(alice, "new pw").await;
     assert!(down.contains("temporary-auth-failure"), "{down}");
-    exec(
-        &db,
-        &format!("ALTER TABLE {schema}.mailbox_away RENAME TO mailbox"),
-    )
-    .await;
+    exec(&db.admin, &back).await;
     assert!(login.plain(alice, "new pw").await.contains("<success"));
 
     server.kill().unwrap();
     let _ = server.wait();
-    exec(&db, &format!("DROP SCHEMA {schema} CASCADE")).await;
     let problems = problems.lock().unwrap();
     assert!(
-        problems
-            .iter()
-            .any(|l| l.contains("account backend SQL postgres")),
+        problems.iter().any(|l| l.contains("account backend SQL ")),
         "the outage is logged: {problems:?}"
     );
+    // `user:password@` of the URL, as it would appear unredacted.
+    let userinfo = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('@').next())
+        .unwrap();
+    assert!(userinfo.contains(':'), "{url}");
     assert!(
-        !problems.iter().any(|l| l.contains("postern:postern@")),
-        "the database password stays out of the log"
+        !problems.iter().any(|l| l.contains(&format!("{userinfo}@"))),
+        "the database password stays out of the log: {problems:?}"
     );
 }

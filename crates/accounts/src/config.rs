@@ -23,7 +23,8 @@
 //! scram_ttl = "1d"
 //! failure_cache = "30s"
 //!
-//! [accounts.sql]                # for the domains whose backend is sql (PostgreSQL)
+//! [accounts.sql]                # for the domains whose backend is sql
+//! # PostgreSQL; or mysql://… (MySQL, MariaDB) with `?` for the parameter
 //! url = "postgres://postern:secret@db.example.org/postfix"
 //! password_query = "SELECT password FROM mailbox WHERE username = $1 AND active"
 //! list_query = "SELECT username FROM mailbox WHERE domain = $1 AND active"  # optional
@@ -181,13 +182,15 @@ pub struct DovecotConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlConfig {
-    /// `postgres://user:password@host[:port]/database` (PostgreSQL).
+    /// `postgres://user:password@host[:port]/database` (PostgreSQL) or
+    /// `mysql://…` / `mariadb://…` (MySQL, MariaDB).
     pub url: String,
-    /// Takes the user name as `$1`; returns the password hash in its first column (no
-    /// row: unknown or inactive).
+    /// Takes the user name as `$1` (PostgreSQL) or `?` (MySQL/MariaDB); returns the
+    /// password hash in its first column (no row: unknown or inactive).
     pub password_query: String,
-    /// Takes the domain as `$1`; returns user names in its first column: the accounts of
-    /// that domain, which then exist here before their first login.
+    /// Takes the domain as its parameter (as `password_query`); returns user names in its
+    /// first column: the accounts of that domain, which then exist here before their first
+    /// login.
     pub list_query: Option<String>,
     /// How often `list_query` is read.
     #[serde(
@@ -497,16 +500,19 @@ impl AccountsConfig {
             ));
         }
         if let Some(sql) = &self.sql {
-            if let Err(e) = crate::backend::sql::check_url(&sql.url) {
-                out.push(format!("[accounts.sql] url: {e}"));
-            }
-            let queries = std::iter::once(("password_query", &sql.password_query))
-                .chain(sql.list_query.iter().map(|q| ("list_query", q)));
-            for (key, query) in queries {
-                if !query.contains("$1") {
-                    out.push(format!(
-                        "[accounts.sql] {key} must take its parameter as $1"
-                    ));
+            match crate::backend::sql::check_url(&sql.url) {
+                Err(e) => out.push(format!("[accounts.sql] url: {e}")),
+                Ok(dialect) => {
+                    let p = dialect.placeholder();
+                    let queries = std::iter::once(("password_query", &sql.password_query))
+                        .chain(sql.list_query.iter().map(|q| ("list_query", q)));
+                    for (key, query) in queries {
+                        if !query.contains(p) {
+                            out.push(format!(
+                                "[accounts.sql] {key} must take its parameter as {p}"
+                            ));
+                        }
+                    }
                 }
             }
             if sql.timeout.is_zero() {
@@ -648,13 +654,23 @@ mod tests {
         let p = config("backend = \"sql\"").problems(&served);
         assert!(p[0].contains("no [accounts.sql]"), "{p:?}");
         let p = config(
-            "backend = \"sql\"\n[sql]\nurl = \"mysql://db/mail\"\n\
-             password_query = \"SELECT password FROM mailbox WHERE username = 'x'\"\npool_size = 0",
+            "backend = \"sql\"\n[sql]\nurl = \"sqlite://db/mail\"\n\
+             password_query = \"SELECT password FROM mailbox WHERE username = $1\"\npool_size = 0",
         )
         .problems(&served);
-        for key in ["url", "password_query", "pool_size"] {
+        for key in ["url", "pool_size"] {
             assert!(p.iter().any(|m| m.contains(key)), "{key}: {p:?}");
         }
+        let p = config(
+            "backend = \"sql\"\n[sql]\nurl = \"mysql://db/mail\"\n\
+             password_query = \"SELECT password FROM mailbox WHERE username = $1\"",
+        )
+        .problems(&served);
+        assert!(
+            p.iter()
+                .any(|m| m.contains("password_query must take its parameter as ?")),
+            "{p:?}"
+        );
         let ok = config(
             "backend = \"sql\"\n[sql]\nurl = \"postgres://u:p@db/mail\"\n\
              password_query = \"SELECT password FROM mailbox WHERE username = $1\"",

@@ -310,8 +310,9 @@ fn create_parent_dir(path: &str) -> Result<(), StoreError> {
     })
 }
 
-/// Removes a password from a URL before it goes into an error message or a log.
-fn redact_url(url: &str) -> String {
+/// Removes a password from a URL before it goes into an error message or a log (also
+/// used for the account backends' database URLs).
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];

@@ -1,7 +1,9 @@
 //! The `sql` account backend: the mail server's own table (Postfixadmin's `mailbox`,
-//! iRedMail's, a Dovecot-SQL layout) on PostgreSQL, read with the admin's queries.
+//! iRedMail's, a Dovecot-SQL layout) on PostgreSQL or MySQL/MariaDB, read with the admin's
+//! queries.
 //!
-//! - `password_query` takes the user name as its one parameter (`$1`, bound, never pasted
+//! - `password_query` takes the user name as its one parameter (`$1` on PostgreSQL, `?` on
+//!   MySQL/MariaDB; bound, never pasted
 //!   into the text: nothing in a user name is SQL) and returns the password hash in its
 //!   first column; no row is an unknown (or inactive) account. The hash is checked here,
 //!   natively, in any scheme `legacy` reads (`{SHA512-CRYPT}`, a bare `$6$…`, `{BLF-CRYPT}`,
@@ -16,7 +18,10 @@ use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 use sqlx::Row as _;
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use postern_store::redact_url;
 
 use super::Unavailable;
 use crate::config::SqlConfig;
@@ -24,9 +29,31 @@ use crate::config::SqlConfig;
 /// Accounts read from one listing at most.
 const LIST_MAX: usize = 1_000_000;
 
+/// Which database the URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Postgres,
+    MySql,
+}
+
+impl Dialect {
+    /// How the queries write their one parameter.
+    pub(crate) fn placeholder(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "$1",
+            Dialect::MySql => "?",
+        }
+    }
+}
+
+enum Pool {
+    Pg(PgPool),
+    My(MySqlPool),
+}
+
 /// The database and the admin's queries.
 pub struct SqlBackend {
-    pool: PgPool,
+    pool: Pool,
     /// The URL without its password, for logs.
     shown: String,
     password_query: String,
@@ -48,29 +75,16 @@ impl std::fmt::Display for SqlBackend {
     }
 }
 
-/// The URL as shown in logs: no password.
-pub(crate) fn shown(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, rest)), Some(at)) => {
-            let host = &url[at + 1..];
-            let user = rest[..rest.len() - host.len() - 1]
-                .split(':')
-                .next()
-                .unwrap_or("");
-            format!("{scheme}://{user}@{host}")
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// Whether `url` names a database this backend reads (PostgreSQL).
-pub(crate) fn check_url(url: &str) -> Result<(), String> {
+/// The database `url` names, when this backend reads it.
+pub(crate) fn check_url(url: &str) -> Result<Dialect, String> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(())
+        Ok(Dialect::Postgres)
+    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        Ok(Dialect::MySql)
     } else {
         Err(format!(
-            "`{}`: only PostgreSQL (postgres://…) is supported yet",
-            shown(url)
+            "`{}`: postgres://… (PostgreSQL) or mysql://… (MySQL, MariaDB) expected",
+            redact_url(url)
         ))
     }
 }
@@ -85,15 +99,26 @@ pub(crate) fn tag(hash: &str) -> String {
 
 impl SqlBackend {
     pub fn new(cfg: &SqlConfig) -> Result<SqlBackend, String> {
-        check_url(&cfg.url)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(cfg.pool_size)
-            .acquire_timeout(cfg.timeout)
-            .connect_lazy(&cfg.url)
-            .map_err(|e| format!("[accounts.sql] url: {e}"))?;
+        let bad = |e: sqlx::Error| format!("[accounts.sql] url: {e}");
+        let pool = match check_url(&cfg.url)? {
+            Dialect::Postgres => Pool::Pg(
+                PgPoolOptions::new()
+                    .max_connections(cfg.pool_size)
+                    .acquire_timeout(cfg.timeout)
+                    .connect_lazy(&cfg.url)
+                    .map_err(bad)?,
+            ),
+            Dialect::MySql => Pool::My(
+                MySqlPoolOptions::new()
+                    .max_connections(cfg.pool_size)
+                    .acquire_timeout(cfg.timeout)
+                    .connect_lazy(&cfg.url.replacen("mariadb://", "mysql://", 1))
+                    .map_err(bad)?,
+            ),
+        };
         Ok(SqlBackend {
             pool,
-            shown: shown(&cfg.url),
+            shown: redact_url(&cfg.url),
             password_query: cfg.password_query.clone(),
             list_query: cfg.list_query.clone(),
             sync_interval: cfg.sync_interval,
@@ -111,16 +136,26 @@ impl SqlBackend {
     /// The stored hash of `user`; `None` when the query returns no row (or NULL).
     pub(crate) async fn hash_of(&self, user: &str) -> Result<Option<String>, Unavailable> {
         // The admin's query from the config, never text from a peer: the user name is bound.
-        let row = sqlx::query(sqlx::AssertSqlSafe(self.password_query.as_str()))
-            .bind(user)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.unavailable(format!("password_query: {e}")))?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        row.try_get::<Option<String>, _>(0)
-            .map_err(|e| self.unavailable(format!("password_query's first column: {e}")))
+        let query = sqlx::AssertSqlSafe(self.password_query.as_str());
+        macro_rules! first_column {
+            ($pool:expr) => {{
+                let row = sqlx::query(query)
+                    .bind(user)
+                    .fetch_optional($pool)
+                    .await
+                    .map_err(|e| self.unavailable(format!("password_query: {e}")))?;
+                match row {
+                    None => Ok(None),
+                    Some(row) => row.try_get::<Option<String>, _>(0).map_err(|e| {
+                        self.unavailable(format!("password_query's first column: {e}"))
+                    }),
+                }
+            }};
+        }
+        match &self.pool {
+            Pool::Pg(pool) => first_column!(pool),
+            Pool::My(pool) => first_column!(pool),
+        }
     }
 
     /// Every user name `list_query` returns for `domain`, when there is one.
@@ -129,22 +164,31 @@ impl SqlBackend {
         domain: &'a str,
     ) -> Option<impl std::future::Future<Output = Result<Vec<String>, Unavailable>> + Send + 'a>
     {
-        let query = self.list_query.as_ref()?;
+        let query = sqlx::AssertSqlSafe(self.list_query.as_deref()?);
         Some(async move {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(query.as_str()))
-                .bind(domain)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.unavailable(format!("list_query: {e}")))?;
-            if rows.len() > LIST_MAX {
-                return Err(self.unavailable(format!("more than {LIST_MAX} accounts")));
+            macro_rules! column {
+                ($pool:expr) => {{
+                    let rows = sqlx::query(query)
+                        .bind(domain)
+                        .fetch_all($pool)
+                        .await
+                        .map_err(|e| self.unavailable(format!("list_query: {e}")))?;
+                    if rows.len() > LIST_MAX {
+                        return Err(self.unavailable(format!("more than {LIST_MAX} accounts")));
+                    }
+                    rows.iter()
+                        .map(|r| {
+                            r.try_get::<String, _>(0).map_err(|e| {
+                                self.unavailable(format!("list_query's first column: {e}"))
+                            })
+                        })
+                        .collect()
+                }};
             }
-            rows.iter()
-                .map(|r| {
-                    r.try_get::<String, _>(0)
-                        .map_err(|e| self.unavailable(format!("list_query's first column: {e}")))
-                })
-                .collect()
+            match &self.pool {
+                Pool::Pg(pool) => column!(pool),
+                Pool::My(pool) => column!(pool),
+            }
         })
     }
 }
@@ -154,14 +198,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_are_shown_without_their_password() {
-        assert_eq!(
-            shown("postgres://mail:s3cret@db.example:5432/mail"),
-            "postgres://mail@db.example:5432/mail"
-        );
-        assert_eq!(shown("postgres://db/mail"), "postgres://db/mail");
-        assert!(check_url("postgresql://db/mail").is_ok());
-        assert!(check_url("mysql://db/mail").is_err());
+    fn urls() {
+        assert_eq!(check_url("postgresql://db/mail"), Ok(Dialect::Postgres));
+        assert_eq!(check_url("mysql://db/mail"), Ok(Dialect::MySql));
+        assert_eq!(check_url("mariadb://db/mail"), Ok(Dialect::MySql));
+        let e = check_url("sqlite://x:pw@db").unwrap_err();
+        assert!(!e.contains("pw"), "{e}");
     }
 
     #[test]
