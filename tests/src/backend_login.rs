@@ -1,14 +1,64 @@
-//! Logins against the real binary for the account-backend tests (`imap_backend.rs`,
-//! `dovecot_backend.rs`): each returns the server's answer, so a test asserts success,
-//! `not-authorized` or `temporary-auth-failure`.
+//! What the account-backend tests (`{imap,dovecot,sql,ldap}_backend.rs`) share: the
+//! server's config for one domain `mail.test` with a backend, the accounts it lists, polling
+//! for what the server's sync does, and logins against the real binary (each returns the
+//! server's answer, so a test asserts success, `not-authorized` or
+//! `temporary-auth-failure`).
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure, like the tests
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::process::postern;
 use crate::scram::{Cb, Client as Scram, Hash};
-use crate::{Raw, attr};
+use crate::{Raw, attr, trusting};
+
+/// Writes `dir/postern.toml`: the domain `mail.test`, whose passwords `backend` checks with
+/// `[accounts.BACKEND]` = `section` (plus short timeouts: `timeout` 5s, `scram_ttl` 3s,
+/// `failure_cache` 1s, unless `section` sets them), STARTTLS on a free port, no gateway.
+pub fn config(dir: &Path, backend: &str, section: &str) -> PathBuf {
+    let mut section = section.to_owned();
+    for (key, value) in [
+        ("timeout", "5s"),
+        ("scram_ttl", "3s"),
+        ("failure_cache", "1s"),
+    ] {
+        if !section.lines().any(|l| l.starts_with(&format!("{key} ="))) {
+            section.push_str(&format!("\n{key} = \"{value}\""));
+        }
+    }
+    let path = dir.join("postern.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"{data}\"\n[[domain]]\nname = \"mail.test\"\n\
+             [accounts]\nbackend = \"{backend}\"\n[accounts.{backend}]\n{section}\n\
+             [xmpp]\nstarttls = [\"127.0.0.1:0\"]\ndirect_tls = []\n[gateway]\nenabled = false\n",
+            data = dir.join("data").display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `postern account list mail.test`.
+pub fn accounts(cfg: &Path) -> String {
+    postern(cfg, &["account", "list", "mail.test"], "")
+}
+
+/// Polls until `check` holds (the server's sync runs on its own clock), at most 20 s.
+pub fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 const PHONE: &str = "9c3f3e2a-1111-4c1a-8f00-0000000000ab";
 
@@ -18,6 +68,17 @@ pub struct Login {
 }
 
 impl Login {
+    /// Logins to the server `config` started with its data in `dir`, trusting its
+    /// `mail.test` certificate.
+    pub fn to(dir: &Path, addr: SocketAddr) -> Login {
+        Login {
+            addr,
+            tls: trusting(
+                CertificateDer::from_pem_file(dir.join("data/certs/mail.test.crt")).unwrap(),
+            ),
+        }
+    }
+
     /// Logged in with PLAIN and bound to `resource`.
     pub async fn bound(&self, jid: &str, pw: &str, resource: &str) -> Raw {
         let raw = Raw::connect(self.addr).await.unwrap();

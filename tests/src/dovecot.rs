@@ -74,12 +74,12 @@ impl Dovecot {
             scheme,
         };
         for (address, password) in users {
-            dovecot.write_password(address, password);
+            dovecot.write_password(address, password, "");
         }
         // Dovecot takes fixed ports: free ones the system picks, tried again when another
         // process took one in between.
         for _ in 0..8 {
-            let [imaps, imap, auth] = free_ports();
+            let [imaps, imap, auth] = crate::process::free_ports();
             dovecot.imaps_port = imaps;
             dovecot.imap_port = imap;
             dovecot.auth_port = auth;
@@ -108,7 +108,12 @@ impl Dovecot {
     /// Sets (or adds) a user's password in the passwd-file, and (when running) waits until
     /// Dovecot's auth process takes it: it looks at the file again only now and then.
     pub fn set_password(&mut self, address: &str, password: &str) {
-        self.write_password(address, password);
+        self.set_password_with(address, password, "");
+    }
+
+    /// As [`Dovecot::set_password`], with passdb extra fields (`nologin reason=…`).
+    pub fn set_password_with(&mut self, address: &str, password: &str, extra: &str) {
+        self.write_password(address, password, extra);
         if self.child.is_none() {
             return;
         }
@@ -155,7 +160,7 @@ impl Dovecot {
             .is_ok_and(|s| s.success())
     }
 
-    fn write_password(&mut self, address: &str, password: &str) {
+    fn write_password(&mut self, address: &str, password: &str, extra: &str) {
         let path = self.dir.path().join("users");
         let mut lines: Vec<String> = std::fs::read_to_string(&path)
             .unwrap_or_default()
@@ -170,7 +175,7 @@ impl Dovecot {
             .scheme
             .unwrap_or(SCHEMES[(self.versions as usize) % SCHEMES.len()]);
         lines.push(format!(
-            "{address}:{}:65534:65534::{}/home::",
+            "{address}:{}:65534:65534::{}/home::{extra}",
             doveadm_pw(scheme, password),
             self.dir.path().display()
         ));
@@ -246,7 +251,7 @@ impl Dovecot {
             ),
         )
         .expect("dovecot.conf");
-        let mut child = Command::new("dovecot")
+        let child = Command::new("dovecot")
             .process_group(0)
             .arg("-F")
             .arg("-c")
@@ -256,32 +261,14 @@ impl Dovecot {
             .stderr(Stdio::null())
             .spawn()
             .expect("dovecot (dovecot-imapd) is needed: scripts/deps test installs it");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return false;
-            }
-            // Its own auth socket too: the port alone might be another Dovecot's.
-            if ready(self.imap_port)
-                && std::os::unix::net::UnixStream::connect(self.auth_socket()).is_ok()
-            {
-                self.child = Some(child);
-                return true;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Its own auth socket too: the port alone might be another Dovecot's.
+        let socket = self.auth_socket();
+        let port = self.imap_port;
+        self.child = crate::process::ready_within(child, Duration::from_secs(20), || {
+            ready(port) && std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        self.child.is_some()
     }
-}
-
-/// Three ports free a moment ago (bound together, so distinct).
-fn free_ports() -> [u16; 3] {
-    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    let held = [bind(), bind(), bind()];
-    held.map(|l| l.local_addr().expect("port").port())
 }
 
 /// Whether the plain listener greets with its capabilities (the auth process answers).

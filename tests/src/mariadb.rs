@@ -5,7 +5,7 @@
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct MariaDb {
     dir: tempfile::TempDir,
@@ -38,9 +38,7 @@ impl MariaDb {
             port: 0,
         };
         for _ in 0..8 {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            db.port = l.local_addr().expect("port").port();
-            drop(l);
+            [db.port] = crate::process::free_ports();
             if db.launch() {
                 db.setup();
                 return db;
@@ -95,7 +93,7 @@ impl MariaDb {
 
     fn launch(&mut self) -> bool {
         let d = self.dir.path();
-        let mut child = Command::new("mariadbd")
+        let child = Command::new("mariadbd")
             .arg("--no-defaults")
             .arg(format!("--datadir={}", d.join("data").display()))
             .arg(format!("--socket={}", self.socket().display()))
@@ -112,21 +110,11 @@ impl MariaDb {
             .stderr(Stdio::null())
             .spawn()
             .expect("mariadbd (mariadb-server) is needed: scripts/deps test installs it");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return false;
-            }
-            if self.socket().exists() && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                self.child = Some(child);
-                return true;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (socket, port) = (self.socket(), self.port);
+        self.child = crate::process::ready_within(child, Duration::from_secs(30), || {
+            socket.exists() && TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        self.child.is_some()
     }
 }
 

@@ -106,3 +106,35 @@ pub fn serve(
     });
     (child, addr, problems)
 }
+
+/// Loopback ports free a moment ago (bound together, so distinct), for the daemons the
+/// tests start that take fixed ports (Dovecot, slapd, MariaDB).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [std::net::TcpListener; N] =
+        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"));
+    held.map(|l| l.local_addr().expect("port").port())
+}
+
+/// Waits for a daemon just spawned: `Some(child)` once `ready` holds, `None` when it exits
+/// first (a port taken) or after `timeout` (then it is killed).
+pub fn ready_within(
+    mut child: Child,
+    timeout: std::time::Duration,
+    ready: impl Fn() -> bool,
+) -> Option<Child> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        if ready() {
+            return Some(child);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

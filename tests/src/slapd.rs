@@ -103,11 +103,7 @@ impl Slapd {
             ldaps_port: 0,
         };
         for _ in 0..8 {
-            let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            let (a, b) = (bind(), bind());
-            slapd.ldap_port = a.local_addr().expect("port").port();
-            slapd.ldaps_port = b.local_addr().expect("port").port();
-            drop((a, b));
+            [slapd.ldap_port, slapd.ldaps_port] = crate::process::free_ports();
             if slapd.launch() {
                 return slapd;
             }
@@ -226,7 +222,7 @@ impl Slapd {
     fn launch(&mut self) -> bool {
         let d = self.dir.path();
         let log = std::fs::File::create(d.join("slapd.log")).expect("log");
-        let mut child = Command::new("slapd")
+        let child = Command::new("slapd")
             .arg("-f")
             .arg(d.join("slapd.conf"))
             .arg("-h")
@@ -240,23 +236,13 @@ impl Slapd {
             .stderr(log)
             .spawn()
             .expect("slapd is needed: scripts/deps test installs it");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return false;
-            }
-            if TcpStream::connect(("127.0.0.1", self.ldap_port)).is_ok()
-                && TcpStream::connect(("127.0.0.1", self.ldaps_port)).is_ok()
-            {
-                self.child = Some(child);
-                return true;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let ports = [self.ldap_port, self.ldaps_port];
+        self.child = crate::process::ready_within(child, Duration::from_secs(20), || {
+            ports
+                .iter()
+                .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        });
+        self.child.is_some()
     }
 }
 

@@ -8,65 +8,11 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure, like the tests
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use postern_tests::backend_login::Login;
+use postern_tests::backend_login::{Login, accounts, config, wait_until};
 use postern_tests::dovecot::Dovecot;
-use postern_tests::process::{postern, serve};
-use postern_tests::trusting;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
-
-fn config(dir: &Path, dovecot: &str) -> std::path::PathBuf {
-    let config = dir.join("postern.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{data}\"\n[[domain]]\nname = \"mail.test\"\n\
-             [accounts]\nbackend = \"dovecot\"\n\
-             [accounts.dovecot]\n{dovecot}\ntimeout = \"5s\"\n\
-             scram_ttl = \"3s\"\nfailure_cache = \"1s\"\n\
-             [xmpp]\nstarttls = [\"127.0.0.1:0\"]\ndirect_tls = []\n[gateway]\nenabled = false\n",
-            data = dir.join("data").display(),
-        ),
-    )
-    .unwrap();
-    config
-}
-
-fn accounts(cfg: &Path) -> String {
-    postern(cfg, &["account", "list", "mail.test"], "")
-}
-
-/// Polls `postern account list` until `check` holds (the sync runs in the server).
-fn wait_for_accounts(
-    cfg: &Path,
-    problems: &std::sync::Mutex<Vec<String>>,
-    what: &str,
-    check: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = accounts(cfg);
-        if check(&out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {out:?}; the server's problems: {:?}",
-            problems.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn login(dir: &Path, addr: std::net::SocketAddr) -> Login {
-    Login {
-        addr,
-        tls: trusting(CertificateDer::from_pem_file(dir.join("data/certs/mail.test.crt")).unwrap()),
-    }
-}
+use postern_tests::process::serve;
 
 /// The auth socket with the userdb: accounts listed ahead, removal closes the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,6 +24,7 @@ async fn dovecot_backend_on_the_auth_socket_with_its_userdb() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(
         dir.path(),
+        "dovecot",
         &format!(
             "auth_socket = \"{}\"\nuserdb_socket = \"{}\"\nsync_interval = \"1s\"",
             dovecot.auth_socket().display(),
@@ -85,11 +32,12 @@ async fn dovecot_backend_on_the_auth_socket_with_its_userdb() {
         ),
     );
     let (mut server, addr, problems) = serve(&cfg);
-    let login = login(dir.path(), addr);
+    let login = Login::to(dir.path(), addr);
     let (alice, bob) = ("alice@mail.test", "bob@mail.test");
 
     // Both exist before any login (offline messages and rosters can reach them) ...
-    wait_for_accounts(&cfg, &problems, "Dovecot's users listed", |out| {
+    wait_until("Dovecot's users listed", || {
+        let out = accounts(&cfg);
         out.contains(alice) && out.contains(bob)
     });
     // ... but SCRAM has no confirmed password yet; PLAIN asks Dovecot.
@@ -104,9 +52,15 @@ async fn dovecot_backend_on_the_auth_socket_with_its_userdb() {
     assert!(injected.contains("not-authorized"), "{injected}");
     let tabbed = login.plain(alice, "x\tsecured\tresp=AA==").await;
     assert!(tabbed.contains("not-authorized"), "{tabbed}");
-    // A NUL after the right password: not that password, and never sent on.
+    // A NUL after the right password: SASL PLAIN's own syntax refuses it (the backend's
+    // refusal of NULs is a unit test, backend/mod.rs).
     let nul = login.plain(alice, "alice's mail pw\0x").await;
     assert!(nul.contains("<failure"), "{nul}");
+    // A mailbox the passdb marks nologin (Dovecot's way to disable one with a reason):
+    // Dovecot's auth says OK, its login processes would refuse; so does Postern.
+    dovecot.set_password_with("dora@mail.test", "dora pw", "nologin reason=moved");
+    let nologin = login.plain("dora@mail.test", "dora pw").await;
+    assert!(nologin.contains("not-authorized"), "nologin: {nologin}");
     let first = login.plain(alice, "alice's mail pw").await;
     assert!(first.contains("<success"), "{first}");
     let scram = login.scram(alice, "alice's mail pw").await;
@@ -147,12 +101,13 @@ async fn dovecot_backend_on_the_auth_socket_with_its_userdb() {
 
     // A new mailbox appears without a login.
     dovecot.set_password("carol@mail.test", "carol pw");
-    wait_for_accounts(&cfg, &problems, "a new Dovecot user listed", |out| {
-        out.contains("carol@mail.test")
+    wait_until("a new Dovecot user listed", || {
+        accounts(&cfg).contains("carol@mail.test")
     });
 
     // Dovecot down: SCRAM within its ttl works; PLAIN gets no answer, which is no refusal.
     assert!(login.plain(alice, "new pw").await.contains("<success"));
+    let mut held = login.bound(alice, "new pw", "laptop").await;
     dovecot.stop();
     let scram = login.scram(alice, "new pw").await;
     assert!(
@@ -161,9 +116,14 @@ async fn dovecot_backend_on_the_auth_socket_with_its_userdb() {
     );
     let down = login.plain(alice, "new pw").await;
     assert!(down.contains("temporary-auth-failure"), "{down}");
-    // A failed listing changes nothing (alice's session would otherwise be cut).
+    // A failed listing (the sync runs every second) is no listing without alice: her
+    // session stays.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(accounts(&cfg).contains(alice));
+    let alive = held.sync("after-failed-sync").await.unwrap();
+    assert!(
+        alive.contains("after-failed-sync"),
+        "the session survived: {alive}"
+    );
     dovecot.restart();
     assert!(login.plain(alice, "new pw").await.contains("<success"));
 
@@ -185,10 +145,11 @@ async fn dovecot_backend_over_tcp() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(
         dir.path(),
+        "dovecot",
         &format!("auth_socket = \"inet:127.0.0.1:{}\"", dovecot.auth_port),
     );
     let (mut server, addr, _problems) = serve(&cfg);
-    let login = login(dir.path(), addr);
+    let login = Login::to(dir.path(), addr);
     let alice = "alice@mail.test";
     assert!(
         !accounts(&cfg).contains(alice),

@@ -178,8 +178,8 @@ pub struct DovecotConfig {
     pub failure_cache: Duration,
 }
 
-/// `[accounts.sql]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[accounts.sql]`. Its `Debug` leaves the URL's password out.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlConfig {
     /// `postgres://user:password@host[:port]/database` (PostgreSQL) or
@@ -225,18 +225,8 @@ pub struct SqlConfig {
     pub failure_cache: Duration,
 }
 
-impl SqlConfig {
-    pub fn limits(&self) -> Limits {
-        Limits {
-            timeout: self.timeout,
-            scram_ttl: self.scram_ttl,
-            failure_cache: self.failure_cache,
-        }
-    }
-}
-
-/// `[accounts.ldap]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[accounts.ldap]`. Its `Debug` leaves `bind_password` out.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LdapConfig {
     /// `ldaps://host[:port]` or `ldap://host[:port]` (StartTLS, required).
@@ -299,16 +289,6 @@ pub struct LdapConfig {
     pub failure_cache: Duration,
 }
 
-impl LdapConfig {
-    pub fn limits(&self) -> Limits {
-        Limits {
-            timeout: self.timeout,
-            scram_ttl: self.scram_ttl,
-            failure_cache: self.failure_cache,
-        }
-    }
-}
-
 /// What every external backend's check is bounded by.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -317,25 +297,41 @@ pub struct Limits {
     pub failure_cache: Duration,
 }
 
-impl ImapConfig {
-    pub fn limits(&self) -> Limits {
-        Limits {
-            timeout: self.timeout,
-            scram_ttl: self.scram_ttl,
-            failure_cache: self.failure_cache,
-        }
+impl std::fmt::Debug for SqlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlConfig")
+            .field("url", &postern_store::redact_url(&self.url))
+            .field("password_query", &self.password_query)
+            .field("list_query", &self.list_query)
+            .finish_non_exhaustive()
     }
 }
 
-impl DovecotConfig {
-    pub fn limits(&self) -> Limits {
-        Limits {
-            timeout: self.timeout,
-            scram_ttl: self.scram_ttl,
-            failure_cache: self.failure_cache,
-        }
+impl std::fmt::Debug for LdapConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdapConfig")
+            .field("url", &self.url)
+            .field("bind_dn", &self.bind_dn)
+            .field("base_dn", &self.base_dn)
+            .finish_non_exhaustive()
     }
 }
+
+/// Every external backend's section has `timeout`, `scram_ttl` and `failure_cache`.
+macro_rules! limits {
+    ($($section:ty),*) => {$(
+        impl $section {
+            pub fn limits(&self) -> Limits {
+                Limits {
+                    timeout: self.timeout,
+                    scram_ttl: self.scram_ttl,
+                    failure_cache: self.failure_cache,
+                }
+            }
+        }
+    )*};
+}
+limits!(ImapConfig, DovecotConfig, SqlConfig, LdapConfig);
 
 /// What an external backend takes as user name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -712,6 +708,17 @@ mod tests {
             "{:?}",
             ok.problems(&served)
         );
+    }
+
+    #[test]
+    fn debug_output_has_no_secrets() {
+        let c = config(
+            "[sql]\nurl = \"postgres://u:s3cret@db/mail\"\npassword_query = \"SELECT $1\"\n\
+             [ldap]\nurl = \"ldaps://x\"\nbase_dn = \"dc=x\"\nbind_dn = \"cn=p\"\nbind_password = \"s3cret\"",
+        );
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("cn=p"), "{shown}");
     }
 
     #[test]

@@ -313,7 +313,7 @@ fn create_parent_dir(path: &str) -> Result<(), StoreError> {
 /// Removes a password from a URL before it goes into an error message or a log (also
 /// used for the account backends' database URLs).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let url = match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];
             match userinfo.split_once(':') {
@@ -322,6 +322,20 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    };
+    // A password in the query (`?password=…`, which sqlx also reads).
+    match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => url,
     }
 }
 
@@ -359,5 +373,9 @@ mod tests {
     fn redacts_password() {
         assert_eq!(redact_url("mysql://u:secret@h/d"), "mysql://u:***@h/d");
         assert_eq!(redact_url("mysql://h/d"), "mysql://h/d");
+        assert_eq!(
+            redact_url("postgres://h/d?sslmode=require&password=s3cret"),
+            "postgres://h/d?sslmode=require&password=***"
+        );
     }
 }

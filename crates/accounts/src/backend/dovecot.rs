@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -160,7 +160,9 @@ pub struct DovecotBackend {
     service: String,
     sync_interval: Duration,
     idle: Mutex<Vec<Conn>>,
-    next_id: AtomicU64,
+    /// Request ids: Dovecot reads them as 32-bit numbers; they wrap (only the requests in
+    /// flight on one connection must differ, and that is one).
+    next_id: AtomicU32,
 }
 
 impl std::fmt::Debug for DovecotBackend {
@@ -196,7 +198,7 @@ impl DovecotBackend {
             service: cfg.service.clone(),
             sync_interval: cfg.sync_interval,
             idle: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU32::new(1),
         })
     }
 
@@ -219,10 +221,10 @@ impl DovecotBackend {
             Some(conn) => conn,
             None => self.handshake().await?,
         };
-        let answer = match self.ask(&mut conn, &resp).await {
+        let answer = match self.ask(&mut conn, user, &resp).await {
             Err(_) if reused => {
                 conn = self.handshake().await?;
-                self.ask(&mut conn, &resp).await
+                self.ask(&mut conn, user, &resp).await
             }
             other => other,
         };
@@ -283,14 +285,19 @@ impl DovecotBackend {
         Ok(conn)
     }
 
-    /// One AUTH request on `conn`: the outer error is the connection's (it is dropped),
-    /// the inner a garbled or temporary answer.
+    /// One AUTH request for `user` on `conn`: the outer error is the connection's (it is
+    /// dropped), the inner a garbled or temporary answer.
     async fn ask(
         &self,
         conn: &mut Conn,
+        user: &str,
         resp: &str,
     ) -> std::io::Result<Result<Answer, Unavailable>> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed).to_string();
+        let id = self
+            .next_id
+            .fetch_add(1, Ordering::Relaxed)
+            .max(1)
+            .to_string();
         // `secured`: Postern takes PLAIN only over TLS. `no-penalty`: every login comes
         // from Postern's address, so Dovecot's per-IP delay would punish everyone for one.
         conn.send(&format!(
@@ -305,7 +312,7 @@ impl DovecotBackend {
             }
             let params = &line[2..];
             return Ok(match line[0].as_str() {
-                "OK" => Ok(Answer::Ok),
+                "OK" => Ok(success(params, user)),
                 "FAIL" if params.iter().any(|p| p == "temp" || p == "code=temp_fail") => Err(self
                     .unavailable(format!(
                         "temporary failure{}",
@@ -374,6 +381,28 @@ impl DovecotBackend {
     }
 }
 
+/// What an `OK` means for Postern. Dovecot's login processes, not its auth service, enforce
+/// the passdb's `nologin` (a disabled mailbox) and `proxy` (the mailbox lives on another
+/// server, and with `nopassword` the password was never checked): each is a refusal here.
+/// So is an `OK` for another user than the one asked about (a passdb that rewrites names).
+fn success(params: &[String], user: &str) -> Answer {
+    let refused = params.iter().any(|p| {
+        let key = p.split('=').next().unwrap_or(p);
+        matches!(
+            key,
+            "nologin" | "proxy" | "proxy_maybe" | "host" | "nopassword"
+        ) || p
+            .strip_prefix("user=")
+            .is_some_and(|u| !u.eq_ignore_ascii_case(user))
+    });
+    if refused {
+        tracing::info!(user, answer = ?params, "Dovecot took the password but its answer does not let the user log in here");
+        Answer::Refused
+    } else {
+        Answer::Ok
+    }
+}
+
 fn reason(params: &[String]) -> Option<&str> {
     params.iter().find_map(|p| p.strip_prefix("reason="))
 }
@@ -399,6 +428,25 @@ mod tests {
         assert!(Socket::parse("auth-client").is_err());
         assert!(Socket::parse("inet:host").is_err());
         assert!(Socket::parse("inet::12").is_err());
+    }
+
+    #[test]
+    fn only_a_plain_ok_for_the_user_is_a_success() {
+        let p = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(matches!(success(&p(&["user=a@x"]), "a@x"), Answer::Ok));
+        assert!(matches!(success(&p(&["user=A@X"]), "a@x"), Answer::Ok));
+        assert!(matches!(success(&p(&[]), "a@x"), Answer::Ok));
+        for refused in [
+            &["user=a@x", "nologin", "reason=gone"][..],
+            &["user=a@x", "proxy", "host=10.0.0.2", "nopassword"],
+            &["user=a@x", "proxy_maybe"],
+            &["user=b@x"],
+        ] {
+            assert!(
+                matches!(success(&p(refused), "a@x"), Answer::Refused),
+                "{refused:?}"
+            );
+        }
     }
 
     #[test]

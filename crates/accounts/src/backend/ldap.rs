@@ -84,13 +84,32 @@ pub(crate) fn check_url(url: &str) -> Result<bool, String> {
 }
 
 /// `template` with `{address}`, `{localpart}` and `{domain}` replaced by the values of
-/// `address`, each escaped by `escape`.
+/// `address`, each escaped by `escape`, in one pass: a value holding `{domain}` stays that
+/// text.
 pub(crate) fn fill(template: &str, address: &str, escape: fn(&str) -> String) -> String {
     let (localpart, domain) = address.rsplit_once('@').unwrap_or((address, ""));
-    template
-        .replace("{address}", &escape(address))
-        .replace("{localpart}", &escape(localpart))
-        .replace("{domain}", &escape(domain))
+    let mut out = String::with_capacity(template.len() + address.len());
+    let mut rest = template;
+    while let Some(at) = rest.find('{') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let (value, len) = if tail.starts_with("{address}") {
+            (Some(address), "{address}".len())
+        } else if tail.starts_with("{localpart}") {
+            (Some(localpart), "{localpart}".len())
+        } else if tail.starts_with("{domain}") {
+            (Some(domain), "{domain}".len())
+        } else {
+            (None, 1)
+        };
+        match value {
+            Some(v) => out.push_str(&escape(v)),
+            None => out.push('{'),
+        }
+        rest = &tail[len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn filter_value(s: &str) -> String {
@@ -178,7 +197,16 @@ impl LdapBackend {
             Some(template) => fill(template, address, dn_value),
             None => match self.find(address).await? {
                 Some(dn) => dn,
-                None => return Ok(false),
+                // Nobody: still a connection and a bind (to a DN no entry has), so that an
+                // unknown address takes about as long as a wrong password.
+                None => {
+                    let mut ldap = self.connect().await?;
+                    let _ = ldap
+                        .simple_bind(&format!("cn=postern-nobody,{}", self.base_dn), password)
+                        .await;
+                    let _ = ldap.unbind().await;
+                    return Ok(false);
+                }
             },
         };
         let mut ldap = self.connect().await?;
@@ -268,6 +296,18 @@ impl LdapBackend {
                 let Some(name) = values(&entry, name_attr).into_iter().next() else {
                     continue;
                 };
+                // Active Directory hands out the members of a large group in ranges
+                // (`member;range=0-1499`): half a list would remove the rest.
+                let ranged = format!("{member_attr};range=");
+                if entry.attrs.keys().any(|k| {
+                    k.to_ascii_lowercase()
+                        .starts_with(&ranged.to_ascii_lowercase())
+                }) {
+                    return Err(self.unavailable(format!(
+                        "group {name}: the directory sends its members in ranges (over 1500 in \
+                         Active Directory), which Postern does not read yet: groups not synced"
+                    )));
+                }
                 let mut members: Vec<String> = values(&entry, member_attr)
                     .iter()
                     .filter_map(|dn| by_dn.get(&dn.to_ascii_lowercase()))

@@ -363,3 +363,37 @@ impl Backends {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DovecotConfig;
+
+    /// What no mail password holds is refused before any backend is asked: here one that
+    /// cannot be reached, which would otherwise answer `Unavailable`.
+    #[tokio::test]
+    async fn line_breaks_and_nuls_never_reach_a_backend() {
+        let cfg: DovecotConfig =
+            toml::from_str("auth_socket = \"/nonexistent/auth-client\"").expect("config");
+        let backend = Backend::new(
+            Kind::Dovecot(dovecot::DovecotBackend::new(&cfg).expect("backend")),
+            cfg.limits(),
+            cfg.username,
+        );
+        let hashing = HashPool::new();
+        for (address, password) in [
+            ("a@x.test", "pw\0AUTH"),
+            ("a@x.test", "pw\nAUTH\t2"),
+            ("a@x.test", "pw\r"),
+            ("a\n@x.test", "pw"),
+        ] {
+            let answer = backend.check(address, password, &hashing).await;
+            assert!(
+                matches!(answer, Ok(None)),
+                "{address:?} {password:?}: {answer:?}"
+            );
+        }
+        // And an ordinary one does try (and finds no socket).
+        assert!(backend.check("a@x.test", "pw", &hashing).await.is_err());
+    }
+}
