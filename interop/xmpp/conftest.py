@@ -251,7 +251,7 @@ def backend_fixture_bin() -> Path:
     return path
 
 
-@pytest.fixture(params=["dovecot", "imap", "ldap"])
+@pytest.fixture(params=["dovecot", "imap", "ldap", "sql"])
 def backend_server(request, tmp_path):
     users = [f"{u}@{d}={pw}" for u, (d, pw) in ACCOUNTS.items() if d == DOMAIN]
     proc = subprocess.Popen(

@@ -1,12 +1,12 @@
 """slixmpp logs in with the mail password an external account backend checks: a real Dovecot
-(its auth socket, and its IMAP server) and a real OpenLDAP slapd, started on loopback by
+(its auth socket, and its IMAP server), a real OpenLDAP slapd and a real MariaDB (a
+Postfixadmin-style table read by the `sql` backend), started on loopback by
 `backend_fixture` (tests/src/bin/backend_fixture.rs, the harnesses of the Rust tests;
 the `backend_server` fixture in conftest.py).
 
 For each: SCRAM-SHA-256 is refused until a PLAIN login has been confirmed by the backend
 (Postern has no keys of the backend's password before), PLAIN works and gives a usable
 session, SCRAM-SHA-256 works after it, and a wrong password is refused with not-authorized.
-The SQL backend's slixmpp-free end-to-end test is tests/tests/sql_backend.rs.
 """
 
 from __future__ import annotations

@@ -55,8 +55,8 @@ impl MariaDb {
         std::fs::read_to_string(self.dir.path().join("err.log")).unwrap_or_default()
     }
 
-    /// Runs SQL as root over the socket.
-    fn root(&self, sql: &str) {
+    /// Runs SQL as root over the socket (the `mariadb` client).
+    pub fn root(&self, sql: &str) {
         let out = Command::new("mariadb")
             .arg("--no-defaults")
             .arg("-S")

@@ -1,23 +1,25 @@
 //! A real account backend for the interop suite (interop/xmpp/test_account_backends.py),
-//! from the same harnesses the Rust tests use: starts Dovecot or slapd on loopback with the
-//! given users, prints the `[accounts]` TOML that points Postern at it for DOMAIN, then a
+//! from the same harnesses the Rust tests use: starts Dovecot, slapd or MariaDB (a
+//! Postfixadmin-style `mailbox` table, `{SHA512-CRYPT}` hashes) on loopback with the given
+//! users, prints the `[accounts]` TOML that points Postern at it for DOMAIN, then a
 //! line `END`, and stops the backend when its stdin closes.
 //!
 //! ```text
-//! backend_fixture dovecot|imap|ldap DOMAIN ADDRESS=PASSWORD...
+//! backend_fixture dovecot|imap|ldap|sql DOMAIN ADDRESS=PASSWORD...
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a test fixture: panics and prints
 
 use std::io::Read as _;
 
-use postern_tests::dovecot::Dovecot;
+use postern_tests::dovecot::{Dovecot, doveadm_pw};
+use postern_tests::mariadb::MariaDb;
 use postern_tests::slapd::{PEOPLE, SERVICE_DN, Slapd};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(kind), Some(domain)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: backend_fixture dovecot|imap|ldap DOMAIN ADDRESS=PASSWORD...");
+        eprintln!("usage: backend_fixture dovecot|imap|ldap|sql DOMAIN ADDRESS=PASSWORD...");
         std::process::exit(2);
     };
     let users: Vec<(&str, &str)> = args[2..]
@@ -30,6 +32,7 @@ fn main() {
         )
     };
     // Kept alive until stdin closes; dropping stops the backend.
+    let mut mariadb = None;
     let (_dovecot, _slapd, toml) = match kind.as_str() {
         "dovecot" | "imap" => {
             let dovecot = Dovecot::start(&users);
@@ -77,6 +80,35 @@ fn main() {
             );
             (None, Some(slapd), toml)
         }
+        "sql" => {
+            let db = MariaDb::start();
+            let mut sql = String::from(
+                "CREATE TABLE mail.mailbox (username VARCHAR(255) PRIMARY KEY, \
+                 password VARCHAR(255) NOT NULL, domain VARCHAR(255) NOT NULL, \
+                 active BOOLEAN NOT NULL DEFAULT TRUE);",
+            );
+            for (address, password) in &users {
+                let domain = address.rsplit('@').next().unwrap_or("");
+                // Test data from the command line: no quotes in it.
+                assert!(!address.contains('\'') && !password.contains('\''));
+                sql.push_str(&format!(
+                    "INSERT INTO mail.mailbox (username, password, domain) VALUES ('{address}', '{}', '{domain}');",
+                    doveadm_pw("SHA512-CRYPT", password)
+                ));
+            }
+            db.root(&sql);
+            let toml = section(
+                "sql",
+                format!(
+                    "url = \"{}\"\n\
+                     password_query = \"SELECT password FROM mailbox WHERE username = ? AND active\"\n\
+                     list_query = \"SELECT username FROM mailbox WHERE domain = ? AND active\"",
+                    db.postern_url()
+                ),
+            );
+            mariadb = Some(db);
+            (None, None, toml)
+        }
         other => {
             eprintln!("unknown backend {other}");
             std::process::exit(2);
@@ -84,4 +116,5 @@ fn main() {
     };
     println!("{toml}\nEND");
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    drop(mariadb);
 }
