@@ -67,6 +67,60 @@ pub struct Login {
     pub tls: Arc<rustls::ClientConfig>,
 }
 
+/// A backend server a test can stop and start again (Dovecot, slapd).
+pub trait Outage {
+    fn stop(&mut self);
+    fn restart(&mut self);
+}
+
+impl Outage for crate::dovecot::Dovecot {
+    fn stop(&mut self) {
+        crate::dovecot::Dovecot::stop(self);
+    }
+    fn restart(&mut self) {
+        crate::dovecot::Dovecot::restart(self);
+    }
+}
+
+impl Outage for crate::slapd::Slapd {
+    fn stop(&mut self) {
+        crate::slapd::Slapd::stop(self);
+    }
+    fn restart(&mut self) {
+        crate::slapd::Slapd::restart(self);
+    }
+}
+
+/// The backend down, with `jid`'s password `pw` confirmed just before and a session of
+/// its open: SCRAM within `scram_ttl` still works, PLAIN gets `temporary-auth-failure` (no
+/// answer is no refusal), the failed listings of a second-long sync interval cut no
+/// session; back up, PLAIN works again.
+pub async fn outage(login: &Login, backend: &mut impl Outage, jid: &str, pw: &str) {
+    let ok = login.plain(jid, pw).await;
+    assert!(ok.contains("<success"), "{ok}");
+    let mut held = login.bound(jid, pw, "laptop").await;
+    backend.stop();
+    let scram = login.scram(jid, pw).await;
+    assert!(
+        scram.contains("<success"),
+        "SCRAM while the backend is down: {scram}"
+    );
+    let down = login.plain(jid, pw).await;
+    assert!(down.contains("temporary-auth-failure"), "{down}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let alive = held.sync("after-failed-sync").await.unwrap();
+    assert!(
+        alive.contains("after-failed-sync"),
+        "the session survived: {alive}"
+    );
+    backend.restart();
+    let back = login.plain(jid, pw).await;
+    assert!(
+        back.contains("<success"),
+        "after the backend came back: {back}"
+    );
+}
+
 impl Login {
     /// Logins to the server `config` started with its data in `dir`, trusting its
     /// `mail.test` certificate.

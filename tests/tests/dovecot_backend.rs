@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use postern_tests::backend_login::{Login, accounts, config, wait_until};
+use postern_tests::backend_login::{Login, accounts, config, outage, wait_until};
 use postern_tests::dovecot::Dovecot;
 use postern_tests::process::serve;
 
@@ -105,27 +105,8 @@ async fn dovecot_backend_on_the_auth_socket_with_its_userdb() {
         accounts(&cfg).contains("carol@mail.test")
     });
 
-    // Dovecot down: SCRAM within its ttl works; PLAIN gets no answer, which is no refusal.
-    assert!(login.plain(alice, "new pw").await.contains("<success"));
-    let mut held = login.bound(alice, "new pw", "laptop").await;
-    dovecot.stop();
-    let scram = login.scram(alice, "new pw").await;
-    assert!(
-        scram.contains("<success"),
-        "SCRAM while Dovecot is down: {scram}"
-    );
-    let down = login.plain(alice, "new pw").await;
-    assert!(down.contains("temporary-auth-failure"), "{down}");
-    // A failed listing (the sync runs every second) is no listing without alice: her
-    // session stays.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let alive = held.sync("after-failed-sync").await.unwrap();
-    assert!(
-        alive.contains("after-failed-sync"),
-        "the session survived: {alive}"
-    );
-    dovecot.restart();
-    assert!(login.plain(alice, "new pw").await.contains("<success"));
+    // Dovecot down and back.
+    outage(&login, &mut dovecot, alice, "new pw").await;
 
     server.kill().unwrap();
     let _ = server.wait();
