@@ -234,9 +234,18 @@ async fn connection_limit_and_idle_timeout() -> Result<()> {
         "{}",
         String::from_utf8_lossy(&rest)
     );
-    // The slot is free again.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut again = Client::connect(h.addr).await?;
+    // The slot is free again, once the server has seen the close: polled (a connection
+    // while it is still taken gets the 421 greeting), within 5 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut again = loop {
+        match Client::connect(h.addr).await {
+            Ok(c) => break c,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     assert_eq!(again.cmd("NOOP").await?.0, 250);
     Ok(())
 }
