@@ -168,6 +168,7 @@ async fn autocrypt_headers_that_must_not_teach_do_not() -> Result<()> {
         b"",
     )?;
     let newer = postern_pgp::generate(&KeySpec::new("frank@partner.example"))?;
+    let newer_fpr = newer.fingerprint();
     h.keys().put(newer.strip_secret_key_material()).await?;
     let field = autocrypt_field(&old, "frank@partner.example", "frank@partner.example")?;
     let m = mail("frank@partner.example", "alice@example.org", &field, "z");
@@ -178,9 +179,12 @@ async fn autocrypt_headers_that_must_not_teach_do_not() -> Result<()> {
         250
     );
     h.sink.next().await?;
+    let stored = h.keys().public_certs("frank@partner.example").await?;
+    assert_eq!(stored.len(), 1);
     assert_eq!(
-        h.keys().public_certs("frank@partner.example").await?.len(),
-        1
+        stored[0].fingerprint(),
+        newer_fpr,
+        "the newer key stays, not the header's older one"
     );
     Ok(())
 }
