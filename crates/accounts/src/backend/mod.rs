@@ -310,39 +310,29 @@ pub(crate) struct Backends {
 
 impl Backends {
     pub(crate) fn new(config: &AccountsConfig) -> Result<Backends, String> {
-        let imap = match &config.imap {
-            Some(c) => Some(Backend::new(
-                Kind::Imap(imap::ImapBackend::new(c)?),
-                c.limits(),
-                c.username,
-            )),
-            None => None,
-        };
-        let dovecot = match &config.dovecot {
-            Some(c) => Some(Backend::new(
-                Kind::Dovecot(dovecot::DovecotBackend::new(c)?),
-                c.limits(),
-                c.username,
-            )),
-            None => None,
-        };
-        let sql = match &config.sql {
-            Some(c) => Some(Backend::new(
-                Kind::Sql(sql::SqlBackend::new(c)?),
-                c.limits(),
-                c.username,
-            )),
-            None => None,
-        };
-        let ldap = match &config.ldap {
-            // Listed addresses come from `address_attribute`: whole addresses.
-            Some(c) => Some(Backend::new(
-                Kind::Ldap(ldap::LdapBackend::new(c)?),
-                c.limits(),
-                Username::Address,
-            )),
-            None => None,
-        };
+        let imap = config.imap.as_ref().map(|c| {
+            let kind = Kind::Imap(imap::ImapBackend::new(c)?);
+            Ok::<_, String>(Backend::new(kind, c.limits(), c.username))
+        });
+        let dovecot = config.dovecot.as_ref().map(|c| {
+            let kind = Kind::Dovecot(dovecot::DovecotBackend::new(c)?);
+            Ok::<_, String>(Backend::new(kind, c.limits(), c.username))
+        });
+        let sql = config.sql.as_ref().map(|c| {
+            let kind = Kind::Sql(sql::SqlBackend::new(c)?);
+            Ok::<_, String>(Backend::new(kind, c.limits(), c.username))
+        });
+        // Listed LDAP addresses come from `address_attribute`: whole addresses.
+        let ldap = config.ldap.as_ref().map(|c| {
+            let kind = Kind::Ldap(ldap::LdapBackend::new(c)?);
+            Ok::<_, String>(Backend::new(kind, c.limits(), Username::Address))
+        });
+        let (imap, dovecot, sql, ldap) = (
+            imap.transpose()?,
+            dovecot.transpose()?,
+            sql.transpose()?,
+            ldap.transpose()?,
+        );
         Ok(Backends {
             config: config.clone(),
             imap,
