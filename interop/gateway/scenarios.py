@@ -240,6 +240,8 @@ data_dir = "{work}/postern-data"
 name = "example.org"
 [xmpp]
 enabled = false
+[http]
+listen = []
 [gateway]
 listen = "127.0.0.1:{ports['gw']}"
 next_hop = "127.0.0.1:{ports['reinject']}"

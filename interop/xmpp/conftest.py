@@ -61,6 +61,7 @@ class Server:
     other_domain: str = OTHER_DOMAIN
     starttls_port: int = 0
     direct_tls_port: int = 0
+    https_port: int = 0
     passwords: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     # Reuse by other suites (interop/robustness): extra `key = value` lines (TOML values) for
@@ -103,16 +104,16 @@ class Server:
     def write_config(self) -> None:
         taken = {self.next_hop_port}
         ports = []
-        for _ in range(3 if self.gateway_enabled else 2):
+        for _ in range(4 if self.gateway_enabled else 3):
             port = free_port()
             while port in taken:
                 port = free_port()
             taken.add(port)
             ports.append(port)
-        self.starttls_port, self.direct_tls_port = ports[0], ports[1]
+        self.starttls_port, self.direct_tls_port, self.https_port = ports[0], ports[1], ports[2]
         limits = "".join(f"{key} = {value}\n" for key, value in self.xmpp_limits.items())
         if self.gateway_enabled:
-            self.gateway_port = ports[2]
+            self.gateway_port = ports[3]
             gateway = (
                 "enabled = true\n"
                 f'listen = "{self.host}:{self.gateway_port}"\n'
@@ -139,6 +140,9 @@ direct_tls = ["{self.host}:{self.direct_tls_port}"]
 [xmpp.limits]
 handshake_timeout = "20s"
 {limits}
+[http]
+listen = ["{self.host}:{self.https_port}"]
+
 [gateway]
 {gateway}{self.extra_config}"""
         )
@@ -177,6 +181,7 @@ handshake_timeout = "20s"
             if (
                 port_open(self.starttls_port)
                 and port_open(self.direct_tls_port)
+                and port_open(self.https_port)
                 and (not self.gateway_enabled or port_open(self.gateway_port))
                 and self.cert(self.domain).is_file()
                 and self.cert(self.other_domain).is_file()

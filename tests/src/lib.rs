@@ -40,6 +40,8 @@ pub struct TestServer {
     running: Option<postern::Running>,
     pub starttls: SocketAddr,
     pub direct_tls: SocketAddr,
+    /// The HTTPS listener (uploads), when `[http]` has one.
+    pub https: Option<SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
@@ -64,6 +66,8 @@ impl TestServer {
             direct_tls = ["127.0.0.1:0"]
             [gateway]
             listen = "127.0.0.1:0"
+            [http]
+            listen = ["127.0.0.1:0"]
             "#,
             dir.path().display()
         );
@@ -79,11 +83,13 @@ impl TestServer {
             .direct_tls
             .first()
             .context("no direct tls listener")?;
+        let https = running.https.first().copied();
         Ok(TestServer {
             config,
             running: Some(running),
             starttls,
             direct_tls,
+            https,
             _dir: dir,
         })
     }

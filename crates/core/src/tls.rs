@@ -1,11 +1,33 @@
 //! The certificate of each served host, chosen by the TLS client's SNI; the default (first)
-//! one for a client that names none or names a host we do not know.
+//! one for a client that names none or names a host we do not know. [`Identity`] is one
+//! domain's certificate and key.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+
+/// A served domain's certificate chain and key, as every TLS listener (XMPP, HTTPS) takes it.
+pub struct Identity {
+    /// The served domain, lowercase.
+    pub domain: String,
+    /// Leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Its private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self {
+            domain: self.domain.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct SniResolver {

@@ -206,11 +206,10 @@ impl Default for KeyRequestsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WkdConfig {
-    /// Serve WKD (off by default: it needs a public HTTPS address and DNS for
+    /// Serve WKD on the HTTPS listener (`[http]`; off by default: it needs that listener
+    /// reachable on port 443, directly or through a proxy, and DNS for
     /// `openpgpkey.<domain>` or the domain itself).
     pub enabled: bool,
-    /// HTTPS listener (behind a reverse proxy or port forward from 443).
-    pub listen: SocketAddr,
     /// Look up outside recipients without a stored key by WKD.
     pub lookup: bool,
     /// Per method (advanced, then direct): connecting, TLS and the response.
@@ -229,7 +228,6 @@ impl Default for WkdConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            listen: SocketAddr::from(([127, 0, 0, 1], 5443)),
             lookup: false,
             lookup_timeout: Duration::from_secs(5),
             lookup_cache: Duration::from_secs(3600),
@@ -366,13 +364,6 @@ impl GatewayConfig {
                  use a loopback `listen` address or `local_senders = \"authenticated\"`"
                     .into(),
             );
-        }
-        if self.enabled
-            && self.wkd.enabled
-            && self.wkd.listen.port() != 0
-            && self.wkd.listen == self.listen
-        {
-            out.push("gateway.wkd.listen: same address as the SMTP `listen`".into());
         }
         if self.key_requests.enabled && self.key_requests.subject_token.trim().is_empty() {
             out.push("gateway.key_requests.subject_token: must not be empty".into());

@@ -7,32 +7,55 @@
 mod common;
 
 use std::process::Command;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use common::*;
 use postern_gateway::wkd;
 use postern_pgp::KeySpec;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 const WKS_CLIENT: &str = "/usr/lib/gnupg/gpg-wks-client";
 
-fn tls(dir: &std::path::Path) -> Result<(Arc<rustls::ServerConfig>, std::path::PathBuf)> {
+/// Serves `gw`'s WKD routes for `domain` on Postern's HTTPS stack (port 0) with a
+/// certificate for the domain and `openpgpkey.<domain>`, written as `ca.pem` into `dir`.
+/// Returns the port, the CA file and the handle that keeps the listener running.
+async fn serve_wkd(
+    gw: &postern_gateway::Gateway,
+    domain: &str,
+    dir: &std::path::Path,
+) -> Result<(u16, std::path::PathBuf, watch::Sender<bool>)> {
     let key = rcgen::KeyPair::generate()?;
-    let params = rcgen::CertificateParams::new(vec![
-        "example.org".to_owned(),
-        "openpgpkey.example.org".to_owned(),
-    ])?;
+    let params =
+        rcgen::CertificateParams::new(vec![domain.to_owned(), format!("openpgpkey.{domain}")])?;
     let cert = params.self_signed(&key)?;
     let pem = dir.join("ca.pem");
     std::fs::write(&pem, cert.pem())?;
-    let config = wkd::tls::server_config(vec![wkd::tls::Identity {
-        domain: "example.org".into(),
-        chain: vec![cert.der().clone()],
-        key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-    }])?;
-    Ok((config, pem))
+    let labels = vec![wkd::server::WKD_LABEL.to_owned()];
+    let tls = postern_http::tls::server_config(
+        vec![postern_core::tls::Identity {
+            domain: domain.into(),
+            chain: vec![cert.der().clone()],
+            key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        }],
+        &labels,
+    )?;
+    let config = postern_http::HttpConfig {
+        listen: vec!["127.0.0.1:0".parse()?],
+        ..Default::default()
+    };
+    let listeners = postern_http::Listeners::bind(&config).await?;
+    let port = listeners.https_addrs().first().context("bound")?.port();
+    let sites = postern_http::Sites::from_config(&config, vec![domain.into()], labels, &listeners);
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(postern_http::serve(
+        listeners,
+        wkd::server::router(gw.clone()),
+        sites,
+        tls,
+        config,
+        rx,
+    ));
+    Ok((port, pem, stop))
 }
 
 /// `curl` over HTTPS with `host` resolved to the loopback listener; (status, body).
@@ -68,11 +91,7 @@ async fn local_keys_are_published_by_wkd_over_https() -> Result<()> {
     let bob_key = other.generate("bob@example.org")?;
     h.keys().import(&bob_key, None).await?;
 
-    let (config, ca) = tls(h.dir.path())?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let (_stop, rx) = watch::channel(false);
-    tokio::spawn(wkd::server::serve(h.gateway.clone(), listener, config, rx));
+    let (port, ca, _stop) = serve_wkd(&h.gateway, "example.org", h.dir.path()).await?;
 
     let o = Command::new(WKS_CLIENT)
         .args(["--print-wkd-hash", "alice@example.org"])
@@ -147,19 +166,7 @@ async fn an_unknown_recipient_is_looked_up_by_wkd() -> Result<()> {
         .keys
         .generate(KeySpec::new("Bob <bob@localhost>"))
         .await?;
-    let key = rcgen::KeyPair::generate()?;
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?.self_signed(&key)?;
-    let ca = pub_dir.path().join("ca.pem");
-    std::fs::write(&ca, cert.pem())?;
-    let tls = wkd::tls::server_config(vec![wkd::tls::Identity {
-        domain: "localhost".into(),
-        chain: vec![cert.der().clone()],
-        key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-    }])?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let (_stop, rx) = watch::channel(false);
-    tokio::spawn(wkd::server::serve(publisher.clone(), listener, tls, rx));
+    let (port, ca, _stop) = serve_wkd(&publisher, "localhost", pub_dir.path()).await?;
 
     // Our side: no key for Bob.
     let ca_file = ca.clone();

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use postern_accounts::AccountsConfig;
 use postern_gateway::GatewayConfig;
+use postern_http::HttpConfig;
 use postern_xmpp::XmppConfig;
 use serde::Deserialize;
 
@@ -33,6 +34,9 @@ pub struct Config {
     /// The OpenPGP mail gateway (SMTP content filter).
     #[serde(default)]
     pub gateway: GatewayConfig,
+    /// The HTTPS listener (uploads, WKD).
+    #[serde(default)]
+    pub http: HttpConfig,
 }
 
 /// One served mail domain (`[[domain]]`).
@@ -69,6 +73,7 @@ impl Default for Config {
             accounts: AccountsConfig::default(),
             xmpp: XmppConfig::default(),
             gateway: GatewayConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -174,6 +179,7 @@ impl Config {
         out.extend(self.accounts.problems(&served));
         out.extend(self.xmpp.problems());
         out.extend(self.gateway.problems());
+        out.extend(self.http.problems());
         out
     }
 
@@ -222,6 +228,7 @@ mod tests {
                 .starttls
                 .iter()
                 .chain(&c.xmpp.direct_tls)
+                .chain(&c.http.listen)
                 .all(|a| a.ip().is_loopback())
         );
         assert!(c.database_url().starts_with("sqlite://"));
@@ -262,6 +269,10 @@ mod tests {
         assert_eq!(
             format!("{:?}", documented.accounts),
             format!("{:?}", default.accounts)
+        );
+        assert_eq!(
+            format!("{:?}", documented.http),
+            format!("{:?}", default.http)
         );
         assert_eq!(documented.data_dir, default.data_dir);
         assert_eq!(documented.log, default.log);

@@ -45,9 +45,11 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
     gateway_task: Option<JoinHandle<()>>,
-    wkd_task: Option<JoinHandle<()>>,
-    /// Bound WKD (HTTPS) address, when enabled.
-    pub wkd: Option<SocketAddr>,
+    http_task: Option<JoinHandle<()>>,
+    /// Bound HTTPS addresses (WKD, uploads); empty when nothing is served over HTTP.
+    pub https: Vec<SocketAddr>,
+    /// Bound plain HTTP addresses (for a reverse proxy).
+    pub http_plain: Vec<SocketAddr>,
 }
 
 impl Running {
@@ -63,8 +65,8 @@ impl Running {
         if let Some(g) = self.gateway_task {
             let _ = g.await;
         }
-        if let Some(w) = self.wkd_task {
-            let _ = w.await;
+        if let Some(h) = self.http_task {
+            let _ = h.await;
         }
     }
 
@@ -79,6 +81,27 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let accounts = Accounts::with_config(store.clone(), &config.accounts)?;
     let identities = certs::identities(config)?;
     let (shutdown, rx) = watch::channel(false);
+    // The HTTPS listener is bound first: the services hand out URLs with its port.
+    let wkd = config.gateway.enabled && config.gateway.wkd.enabled;
+    let labels: Vec<String> = if wkd {
+        vec![postern_gateway::wkd::server::WKD_LABEL.to_owned()]
+    } else {
+        Vec::new()
+    };
+    let http = match config.http.enabled() {
+        true => {
+            let listeners = postern_http::Listeners::bind(&config.http).await?;
+            let sites = postern_http::Sites::from_config(
+                &config.http,
+                config.domain_names(),
+                labels.clone(),
+                &listeners,
+            );
+            Some((listeners, sites))
+        }
+        false => None,
+    };
+    let mut routes = postern_http::Router::new();
     let mut starttls = Vec::new();
     let mut direct = Vec::new();
     let mut task: JoinHandle<()> = tokio::spawn(async {});
@@ -101,17 +124,28 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         let d = bind(&config.xmpp.direct_tls).await?;
         starttls = s.iter().filter_map(|l| l.local_addr().ok()).collect();
         direct = d.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let mut xmpp = config.xmpp.clone();
+        if let Some((_, sites)) = &http {
+            xmpp.upload.site = Some(postern_xmpp::modules::upload::Site {
+                dir: xmpp
+                    .upload
+                    .dir
+                    .clone()
+                    .unwrap_or_else(|| config.data_dir.join("uploads")),
+                sites: std::sync::Arc::new(sites.clone()),
+            });
+        }
         let server = postern_xmpp::Server::new(
-            config.xmpp.clone(),
+            xmpp,
             config.domain_names(),
             store.clone(),
             accounts.clone(),
-            identities,
+            identities.clone(),
         )?;
+        routes = routes.merge(server.http_routes());
         task = tokio::spawn(server.serve(s, d, rx.clone()));
     }
     let (mut smtp, mut gateway, mut gateway_task) = (None, None, None);
-    let (mut wkd, mut wkd_task) = (None, None);
     if config.gateway.enabled {
         // The next hop is only contacted per mail: the gateway starts while it is down.
         let listener = TcpListener::bind(config.gateway.listen)
@@ -125,30 +159,25 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             accounts.clone(),
         )
         .context("setting up the OpenPGP gateway")?;
-        if config.gateway.wkd.enabled {
-            let listen = config.gateway.wkd.listen;
-            let listener = TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("binding WKD {listen}"))?;
-            wkd = listener.local_addr().ok();
-            let ids = certs::identities(config)?
-                .into_iter()
-                .map(|id| postern_gateway::wkd::tls::Identity {
-                    domain: id.domain,
-                    chain: id.chain,
-                    key: id.key,
-                })
-                .collect();
-            let tls = postern_gateway::wkd::tls::server_config(ids)?;
-            wkd_task = Some(tokio::spawn(postern_gateway::wkd::server::serve(
-                g.clone(),
-                listener,
-                tls,
-                rx.clone(),
-            )));
+        if wkd {
+            routes = routes.merge(postern_gateway::wkd::server::router(g.clone()));
         }
-        gateway_task = Some(tokio::spawn(g.clone().serve(listener, rx)));
+        gateway_task = Some(tokio::spawn(g.clone().serve(listener, rx.clone())));
         gateway = Some(g);
+    }
+    let (mut https, mut http_plain, mut http_task) = (Vec::new(), Vec::new(), None);
+    if let Some((listeners, sites)) = http {
+        https = listeners.https_addrs();
+        http_plain = listeners.plain_addrs();
+        let tls = postern_http::tls::server_config(identities, &labels)?;
+        http_task = Some(tokio::spawn(postern_http::serve(
+            listeners,
+            routes,
+            sites,
+            tls,
+            config.http.clone(),
+            rx,
+        )));
     }
     Ok(Running {
         starttls,
@@ -159,7 +188,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         shutdown,
         task,
         gateway_task,
-        wkd_task,
-        wkd,
+        http_task,
+        https,
+        http_plain,
     })
 }

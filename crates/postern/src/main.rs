@@ -182,6 +182,7 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         starttls = ?running.starttls,
         gateway_smtp = ?running.smtp,
         direct_tls = ?running.direct_tls,
+        https = ?running.https,
         "postern running"
     );
     let stop = running.shutdown_handle();

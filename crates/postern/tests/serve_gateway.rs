@@ -83,7 +83,7 @@ async fn serve_runs_the_gateway_and_relays_encrypted_mail() {
         .local_addr()
         .unwrap();
     let text = format!(
-        "data_dir = \"{}\"\n[[domain]]\nname = \"example.org\"\n[xmpp]\nenabled = false\n[gateway]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"{next_hop}\"\n",
+        "data_dir = \"{}\"\n[[domain]]\nname = \"example.org\"\n[xmpp]\nenabled = false\n[gateway]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"{next_hop}\"\n[http]\nlisten = []\n",
         dir.path().display()
     );
     let config: Config = toml::from_str(&text).unwrap();
@@ -121,20 +121,20 @@ async fn serve_runs_the_gateway_and_relays_encrypted_mail() {
     running.stop().await;
 }
 
-/// With `[gateway.wkd] enabled`, `postern serve` publishes local keys over HTTPS with the
+/// With `[gateway.wkd] enabled`, `postern serve` publishes local keys on its HTTPS listener with the
 /// domain's certificate (here the generated self-signed one): curl fetches Alice's key by
 /// the direct method. Needs curl (Debian: curl).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_publishes_local_keys_by_wkd() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "data_dir = \"{}\"\n[[domain]]\nname = \"example.org\"\n[xmpp]\nenabled = false\n[gateway]\nlisten = \"127.0.0.1:0\"\n[gateway.wkd]\nenabled = true\nlisten = \"127.0.0.1:0\"\n",
+        "data_dir = \"{}\"\n[[domain]]\nname = \"example.org\"\n[xmpp]\nenabled = false\n[gateway]\nlisten = \"127.0.0.1:0\"\n[gateway.wkd]\nenabled = true\n[http]\nlisten = [\"127.0.0.1:0\"]\n",
         dir.path().display()
     );
     let config: Config = toml::from_str(&text).unwrap();
     assert!(config.problems().is_empty(), "{:?}", config.problems());
     let running = postern::start(&config).await.unwrap();
-    let port = running.wkd.expect("WKD listener").port();
+    let port = running.https.first().expect("HTTPS listener").port();
     let gateway = running.gateway.clone().expect("gateway handle");
     let alice = gateway
         .keys

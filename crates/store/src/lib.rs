@@ -18,7 +18,8 @@
 //! - [`groups`]: named groups of addresses (for the mail gateway's rules),
 //! - [`roster`]: rosters with XEP-0237 versions, and pending inbound subscription requests,
 //! - [`offline`]: messages held for users who are offline,
-//! - [`pgp_certs`]: OpenPGP certificates of the mail gateway (secrets sealed by the caller).
+//! - [`pgp_certs`]: OpenPGP certificates of the mail gateway (secrets sealed by the caller),
+//! - [`uploads`]: XEP-0363 upload slots and stored files (the files are on disk), with quotas.
 //!
 //! Transactions that write start with [`Store::begin_write`]: on SQLite `BEGIN IMMEDIATE`, so
 //! they take the write lock at once and wait for it under the busy timeout. A deferred
@@ -36,6 +37,7 @@ pub mod pgp_certs;
 pub mod roster;
 #[doc(hidden)]
 pub mod testing;
+pub mod uploads;
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
@@ -49,6 +51,7 @@ pub use fast::FastToken;
 pub use offline::OfflineMessage;
 pub use pgp_certs::PgpCertRow;
 pub use roster::{RosterItem, Subscription};
+pub use uploads::{QuotaExceeded, Upload, UploadFilter, UploadQuota, UploadState};
 
 /// How long (ms) a SQLite connection waits for another writer before giving up. Writers are
 /// short (a few rows), so a long wait means something is stuck rather than busy.

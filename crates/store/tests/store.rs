@@ -1208,3 +1208,155 @@ async fn archive_preferences_round_trip() {
     })
     .await;
 }
+
+fn upload(id: &str, owner: &str, size: i64, now: i64) -> postern_store::Upload {
+    postern_store::Upload {
+        id: id.to_owned(),
+        owner: owner.to_owned(),
+        domain: owner.split('@').nth(1).unwrap_or_default().to_owned(),
+        filename: "f.bin".into(),
+        size,
+        content_type: "application/octet-stream".into(),
+        state: postern_store::UploadState::Slot,
+        created_ms: now,
+        slot_expires_ms: now + 1000,
+        stored_ms: None,
+        sha256: None,
+    }
+}
+
+#[tokio::test]
+async fn upload_slots_quotas_single_use_and_expiry() {
+    use postern_store::{QuotaExceeded, UploadFilter, UploadQuota, UploadState};
+    on_each_backend(|store, s| async move {
+        let (alice, bob) = (
+            format!("alice{s}@u{s}.example"),
+            format!("bob{s}@u{s}.example"),
+        );
+        let id = |n: &str| format!("{n}{s}");
+        let now = 1_000_000;
+        let quota = UploadQuota {
+            per_owner: Some(100),
+            per_domain: Some(150),
+        };
+        assert_eq!(
+            store
+                .upload_reserve(&upload(&id("a1"), &alice, 60, now), quota, now)
+                .await
+                .unwrap(),
+            Ok(())
+        );
+        // The open slot counts: 60 + 60 > 100.
+        assert_eq!(
+            store
+                .upload_reserve(&upload(&id("a2"), &alice, 60, now), quota, now)
+                .await
+                .unwrap(),
+            Err(QuotaExceeded::Owner {
+                used: 60,
+                limit: 100
+            })
+        );
+        assert_eq!(
+            store
+                .upload_reserve(&upload(&id("b1"), &bob, 80, now), quota, now)
+                .await
+                .unwrap(),
+            Ok(())
+        );
+        // The domain's together: 60 + 80 + 20 > 150.
+        assert_eq!(
+            store
+                .upload_reserve(&upload(&id("b2"), &bob, 20, now), quota, now)
+                .await
+                .unwrap(),
+            Err(QuotaExceeded::Domain {
+                used: 140,
+                limit: 150
+            })
+        );
+        // Single use: one claim wins; a failed PUT gives the slot back; stored is final.
+        assert!(store.upload_claim(&id("a1"), now).await.unwrap().is_some());
+        assert!(store.upload_claim(&id("a1"), now).await.unwrap().is_none());
+        store.upload_release(&id("a1")).await.unwrap();
+        let claimed = store
+            .upload_claim(&id("a1"), now)
+            .await
+            .unwrap()
+            .expect("claimed again");
+        assert_eq!(claimed.state, UploadState::Uploading);
+        store
+            .upload_stored(&id("a1"), now + 5, "abc")
+            .await
+            .unwrap();
+        assert!(store.upload_claim(&id("a1"), now).await.unwrap().is_none());
+        let row = store.upload(&id("a1")).await.unwrap().expect("row");
+        assert_eq!(
+            (row.state, row.stored_ms, row.sha256.as_deref()),
+            (UploadState::Stored, Some(now + 5), Some("abc"))
+        );
+        // An expired slot cannot be claimed, and no longer counts against the quota.
+        let later = now + 2000;
+        assert!(
+            store
+                .upload_claim(&id("b1"), later)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.upload_usage(&bob, later).await.unwrap(), 0);
+        assert_eq!(store.upload_usage(&alice, later).await.unwrap(), 60);
+        // Expiry: the unused slot now; the stored file only once it is older than the cutoff.
+        let due: Vec<String> = store
+            .uploads_expired(later, Some(now), 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        assert!(
+            due.contains(&id("b1")) && !due.contains(&id("a1")),
+            "{due:?}"
+        );
+        let due: Vec<String> = store
+            .uploads_expired(later, Some(now + 10), 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        assert!(due.contains(&id("a1")), "{due:?}");
+        let listed = store
+            .uploads(&UploadFilter {
+                owner: Some(alice.clone()),
+                stored_only: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        // An interrupted PUT is given back at start.
+        assert_eq!(
+            store
+                .upload_reserve(&upload(&id("a3"), &alice, 10, later), quota, later)
+                .await
+                .unwrap(),
+            Ok(())
+        );
+        assert!(
+            store
+                .upload_claim(&id("a3"), later)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(store.uploads_reset_interrupted().await.unwrap() >= 1);
+        assert_eq!(
+            store.upload(&id("a3")).await.unwrap().expect("row").state,
+            UploadState::Slot
+        );
+        assert!(store.upload_delete(&id("a1")).await.unwrap());
+        assert!(!store.upload_delete(&id("a1")).await.unwrap());
+    })
+    .await;
+}

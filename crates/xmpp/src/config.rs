@@ -25,6 +25,8 @@ pub struct XmppConfig {
     pub fast: crate::stream::fast::FastConfig,
     /// `[xmpp.archive]`: the message archive, XEP-0313 MAM (`modules/archive/`).
     pub archive: crate::modules::archive::ArchiveConfig,
+    /// `[xmpp.upload]`: XEP-0363 HTTP File Upload (`modules/upload/`).
+    pub upload: crate::modules::upload::UploadConfig,
 }
 
 impl Default for XmppConfig {
@@ -39,6 +41,7 @@ impl Default for XmppConfig {
             sm: Default::default(),
             fast: Default::default(),
             archive: Default::default(),
+            upload: Default::default(),
         }
     }
 }
@@ -120,6 +123,7 @@ impl XmppConfig {
     /// Every problem in the section, so the admin can fix them all at once.
     pub fn problems(&self) -> Vec<String> {
         let mut out = self.archive.problems();
+        out.extend(self.upload.problems());
         let l = &self.limits;
         if self.archive.enabled && self.archive.max_page + 1 > l.session_queue {
             out.push(format!(

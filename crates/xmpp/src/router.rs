@@ -149,6 +149,8 @@ type ShutdownFn = Arc<dyn Fn(Server) -> BoxFuture<()> + Send + Sync>;
 /// See [`RouterBuilder::task`].
 pub type TaskFn =
     Arc<dyn Fn(Server, tokio::sync::watch::Receiver<bool>) -> BoxFuture<()> + Send + Sync>;
+/// See [`RouterBuilder::http`].
+pub type HttpFn = Arc<dyn Fn(Server) -> axum::Router + Send + Sync>;
 /// See [`RouterBuilder::pre_bind_nonza`].
 type PreBindFn = Arc<dyn Fn(&Server, &BareJid, Element) -> PreBind + Send + Sync>;
 
@@ -186,6 +188,7 @@ pub struct RouterBuilder {
     tasks: Vec<TaskFn>,
     barriers: Vec<BarrierFn>,
     shutdown: Vec<ShutdownFn>,
+    http: Vec<HttpFn>,
     /// What clients are offered (stream features, mechanisms, inline features, disco).
     offers: Features,
     /// Registrations that clash, reported by [`RouterBuilder::build`].
@@ -415,6 +418,12 @@ impl RouterBuilder {
         self.tasks.push(Arc::new(task));
     }
 
+    /// Routes the module serves on Postern's HTTPS listener (`postern-http`; e.g. the PUT and
+    /// GET of HTTP File Upload), built once the server exists.
+    pub fn http(&mut self, routes: impl Fn(Server) -> axum::Router + Send + Sync + 'static) {
+        self.http.push(Arc::new(routes));
+    }
+
     /// A sub-service on every served domain at `label.domain` (its IQs reach handlers of
     /// [`Scope::Service`]`(label)`; disco#items on the domain lists it).
     pub fn service(&mut self, label: &'static str, name: &'static str) {
@@ -460,6 +469,7 @@ impl RouterBuilder {
             tasks: self.tasks,
             barriers: self.barriers,
             shutdown: self.shutdown,
+            http: self.http,
             offers: self.offers,
         })
     }
@@ -482,6 +492,7 @@ pub struct Router {
     tasks: Vec<TaskFn>,
     barriers: Vec<BarrierFn>,
     shutdown: Vec<ShutdownFn>,
+    http: Vec<HttpFn>,
     offers: Features,
 }
 
@@ -509,6 +520,11 @@ impl Router {
     /// The modules' background tasks ([`RouterBuilder::task`]).
     pub fn tasks(&self) -> &[TaskFn] {
         &self.tasks
+    }
+
+    /// The modules' HTTP routes ([`RouterBuilder::http`]).
+    pub fn http_routes(&self) -> &[HttpFn] {
+        &self.http
     }
 
     /// What clients are offered, at every stage.

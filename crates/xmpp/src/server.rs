@@ -120,6 +120,16 @@ impl Server {
         self.router.shut_down(&self).await;
     }
 
+    /// The routes the modules serve over HTTPS, merged (empty when none does).
+    pub fn http_routes(&self) -> axum::Router {
+        self.router
+            .http_routes()
+            .iter()
+            .fold(axum::Router::new(), |all, routes| {
+                all.merge(routes(self.clone()))
+            })
+    }
+
     /// Whether `domain` is one we serve (not a sub-service).
     pub fn is_local_domain(&self, domain: &str) -> bool {
         self.hosts.is_domain(domain)

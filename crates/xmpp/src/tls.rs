@@ -8,18 +8,14 @@ use std::sync::Arc;
 use postern_accounts::scram::ChannelBindings;
 use postern_core::tls::SniResolver;
 use rustls::ServerConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::ServerConnection;
 use rustls::sign::CertifiedKey;
 use sha2::Digest;
 use tokio_rustls::TlsAcceptor;
 
 /// A served domain's certificate chain and key.
-pub struct DomainIdentity {
-    pub domain: String,
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
-}
+pub use postern_core::tls::Identity as DomainIdentity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

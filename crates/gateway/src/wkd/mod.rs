@@ -4,13 +4,11 @@
 //!
 //! - [`route`] (here): the pure part: which request asks for which address, and the
 //!   z-base-32 SHA-1 hash of the local part that names it.
-//! - [`server`]: a small HTTPS/1.1 listener (GET and HEAD only, one request per
-//!   connection) that answers from the key store. Hand-written rather than axum: the
-//!   build is offline and axum/hyper are not vendored; WKD needs two GET paths.
-//! - [`tls`]: the served domains' certificates by SNI.
+//! - [`server`]: the routes (GET and HEAD) mounted on Postern's HTTPS listener
+//!   (`postern-http`), answered from the key store.
 //! - [`lookup`]: the client side: outside recipients' keys by WKD, cached, with timeouts.
 //!
-//! Both methods are served on one listener: **direct** (`https://<domain>/.well-known/
+//! Both methods are served on the one HTTPS listener: **direct** (`https://<domain>/.well-known/
 //! openpgpkey/hu/<hash>`, domain from the Host header) and **advanced**
 //! (`https://openpgpkey.<domain>/.well-known/openpgpkey/<domain>/hu/<hash>`). The `?l=`
 //! parameter (the local part, as clients send it) is used when present and must hash to
@@ -20,7 +18,6 @@
 
 pub mod lookup;
 pub mod server;
-pub mod tls;
 
 use sha1::{Digest, Sha1};
 

@@ -15,6 +15,7 @@ pub mod presence;
 pub mod roster;
 pub mod sm;
 pub mod time;
+pub mod upload;
 pub mod version;
 
 use crate::config::XmppConfig;
@@ -37,4 +38,5 @@ pub fn register_all(r: &mut RouterBuilder, config: &XmppConfig) {
     sm::register(r);
     message::register(r);
     offline::register(r);
+    upload::register(r, &config.upload);
 }

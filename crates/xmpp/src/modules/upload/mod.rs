@@ -1,0 +1,231 @@
+//! XEP-0363: HTTP File Upload at `upload.<domain>`, served on Postern's HTTPS listener.
+//!
+//! - [`slot`]: the slot request (`<request xmlns='urn:xmpp:http:upload:0'/>`): checks the
+//!   name, size and type, reserves the slot against the quotas in the store, and answers with
+//!   a PUT URL signed with HMAC-SHA-256 over id, name, size, type, domain and expiry, and
+//!   the GET URL.
+//! - [`http`]: the PUT (single use, streamed to disk, checked against the slot, synced
+//!   before `201`) and the GET/HEAD (ranges, ETag, `nosniff`, attachment for anything a
+//!   browser would run).
+//! - [`expiry`]: deletes files after `expire_after` and slots never used, in batches.
+//!
+//! The URLs are on the domain itself (`https://<domain>:5443/upload/<id>/<name>`, or under
+//! `[http] public_url`), so they are covered by the certificate clients already trust for
+//! the domain's XMPP service. Files live in `dir` (default `<data_dir>/uploads`) as
+//! `<id[..2]>/<id>`, never under a name a client chose.
+
+pub mod expiry;
+pub mod http;
+pub mod slot;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_core::ByteSize;
+use serde::Deserialize;
+use xmpp_parsers::data_forms::{DataForm, DataFormType, Field};
+use xmpp_parsers::disco::{
+    DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity,
+};
+use xmpp_parsers::ns;
+
+use crate::modules::archive::retention::Retention;
+use crate::router::{IqKind, IqRequest, RouterBuilder, Scope};
+use crate::stanza::StanzaFault;
+
+/// The service's label: `upload.<domain>`.
+pub const LABEL: &str = "upload";
+
+/// The `[xmpp.upload]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadConfig {
+    /// Offer the service (it also needs the HTTPS listener of `[http]`).
+    pub enabled: bool,
+    /// Largest file; advertised in disco as `max-file-size`.
+    pub max_file_size: ByteSize,
+    /// Bytes one account may hold (stored files and open slots); "unlimited" for none.
+    pub quota_per_user: Quota,
+    /// Bytes one domain's accounts may hold together; "unlimited" for none.
+    pub quota_per_domain: Quota,
+    /// How long a PUT URL may be used after the slot was granted.
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub slot_lifetime: Duration,
+    /// How long files are kept after upload: a duration ("30d") or "forever".
+    pub expire_after: Retention,
+    /// Where files are kept; default `<data_dir>/uploads`.
+    pub dir: Option<PathBuf>,
+    /// Filled in at start from `[http]` and `data_dir` (not a config key).
+    #[serde(skip)]
+    pub site: Option<Site>,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_file_size: ByteSize(100 * 1024 * 1024),
+            quota_per_user: Quota(Some(ByteSize(10 * 1024 * 1024 * 1024))),
+            quota_per_domain: Quota(None),
+            slot_lifetime: Duration::from_secs(300),
+            expire_after: Retention::For(Duration::from_secs(30 * 24 * 3600)),
+            dir: None,
+            site: None,
+        }
+    }
+}
+
+impl UploadConfig {
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.max_file_size.0 == 0 {
+            out.push("xmpp.upload.max_file_size: must be more than zero".into());
+        }
+        if self.slot_lifetime < Duration::from_secs(10) {
+            out.push("xmpp.upload.slot_lifetime: at least 10s (clients need time to PUT)".into());
+        }
+        out
+    }
+}
+
+/// A quota in bytes, or "unlimited".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota(pub Option<ByteSize>);
+
+impl<'de> Deserialize<'de> for Quota {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => Ok(Quota(Some(ByteSize(n)))),
+            Raw::Text(t) if t.trim() == "unlimited" => Ok(Quota(None)),
+            Raw::Text(t) => t
+                .parse()
+                .map(|b| Quota(Some(b)))
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Quota {
+    fn bytes(self) -> Option<i64> {
+        self.0.map(|b| i64::try_from(b.0).unwrap_or(i64::MAX))
+    }
+}
+
+/// What the service needs from outside the XMPP config: where files go and the URLs.
+#[derive(Clone)]
+pub struct Site {
+    pub dir: PathBuf,
+    pub sites: Arc<postern_http::Sites>,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site").field("dir", &self.dir).finish()
+    }
+}
+
+/// The service's shared state.
+pub struct Uploads {
+    pub config: UploadConfig,
+    pub dir: PathBuf,
+    pub sites: Arc<postern_http::Sites>,
+    /// Signs PUT URLs; new at every start (slots live minutes; one granted before a restart
+    /// is refused, and the client asks again).
+    key: [u8; 32],
+}
+
+impl Uploads {
+    /// Where a stored file is.
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id.get(..2).unwrap_or("__")).join(id)
+    }
+
+    /// Where a PUT writes before the file is complete.
+    pub fn part_path(&self, id: &str) -> PathBuf {
+        self.dir.join("tmp").join(format!("{id}.part"))
+    }
+}
+
+/// Registers the service when it is enabled and the HTTPS listener is there to carry it.
+pub fn register(r: &mut RouterBuilder, config: &UploadConfig) {
+    let Some(site) = config.site.clone().filter(|_| config.enabled) else {
+        return;
+    };
+    let uploads = Arc::new(Uploads {
+        config: config.clone(),
+        dir: site.dir,
+        sites: site.sites,
+        key: rand::random(),
+    });
+    r.service(LABEL, "HTTP File Upload");
+    let scope = Scope::Service(LABEL);
+    r.disco_feature(scope, ns::HTTP_UPLOAD);
+    r.disco_feature(scope, ns::DISCO_INFO);
+    r.iq(scope, IqKind::Get, ns::HTTP_UPLOAD, "request", {
+        let uploads = uploads.clone();
+        move |ctx, req| slot::request(uploads.clone(), ctx, req)
+    });
+    let max = config.max_file_size.0;
+    r.iq(
+        scope,
+        IqKind::Get,
+        ns::DISCO_INFO,
+        "query",
+        move |ctx, req: IqRequest<DiscoInfoQuery>| async move {
+            if req.payload.node.is_some() || req.to.node().is_some() {
+                return Err(StanzaFault::item_not_found());
+            }
+            let form = DataForm::new(
+                DataFormType::Result_,
+                ns::HTTP_UPLOAD,
+                vec![Field::text_single("max-file-size", &max.to_string())],
+            );
+            Ok(Some(
+                DiscoInfoResult {
+                    node: None,
+                    identities: vec![Identity::new("store", "file", "en", "HTTP File Upload")],
+                    features: ctx
+                        .server
+                        .router
+                        .offers()
+                        .disco(scope)
+                        .map(str::to_owned)
+                        .collect(),
+                    extensions: vec![form],
+                }
+                .into(),
+            ))
+        },
+    );
+    r.iq(
+        scope,
+        IqKind::Get,
+        ns::DISCO_ITEMS,
+        "query",
+        |_, req: IqRequest<DiscoItemsQuery>| async move {
+            if req.payload.node.is_some() {
+                return Err(StanzaFault::item_not_found());
+            }
+            Ok(Some(
+                DiscoItemsResult {
+                    node: None,
+                    items: vec![],
+                    rsm: None,
+                }
+                .into(),
+            ))
+        },
+    );
+    r.task({
+        let uploads = uploads.clone();
+        move |server, shutdown| Box::pin(expiry::run(uploads.clone(), server, shutdown))
+    });
+    r.http(move |server| http::router(uploads.clone(), server));
+}
