@@ -2,8 +2,9 @@
 interop/js/package.json), against the real binary: login with SASL2 + Bind2 (xmpp.js prefers
 them when offered), carbons between two resources, and XEP-0198 resumption by xmpp.js's own
 reconnect logic after its TCP connection is destroyed, and XEP-0484 FAST: the token xmpp.js
-asked for at its first login is what it logs in with after a reconnect; and XEP-0313 history
-paged through with xmpp.js's IQ caller.
+asked for at its first login is what it logs in with after a reconnect; XEP-0313 history
+paged through with xmpp.js's IQ caller; and a XEP-0363 upload (slot over xmpp.js, PUT and GET
+with Node's fetch).
 
 The scripts (interop/js/*.mjs) only report what they saw; the assertions are here."""
 
@@ -72,3 +73,16 @@ def test_xmppjs_pages_through_the_archive(server):
     # The stanza-id xmpp.js saw on each live message is its archive id.
     assert {r["body"]: r["id"] for r in seen["forwards"]} == seen["live"], seen["live"]
     assert seen["withBob"] == 30 and seen["withNobody"] == 0, seen
+
+
+def test_xmppjs_uploads_a_file(server):
+    seen = run_js(server, "upload.mjs")
+    assert "error" not in seen, (seen.get("error"), seen["events"])
+    assert f"upload.{server.domain}" in seen["services"], seen
+    assert "urn:xmpp:http:upload:0" in seen["features"], seen
+    assert seen["maxFileSize"] == 100 * 1024 * 1024, seen
+    assert seen["getUrl"].startswith(f"https://{server.domain}:{server.https_port}/upload/"), seen
+    # Stored, single use, and what bob downloaded from the URL in the message is the file.
+    assert (seen["putStatus"], seen["againStatus"], seen["getStatus"]) == (201, 409, 200), seen
+    assert seen["received"] == seen["sent"], seen
+    assert seen["cors"] == "*", seen

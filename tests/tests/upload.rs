@@ -546,3 +546,134 @@ async fn a_short_or_stalled_body_leaves_nothing_behind() {
     );
     server.stop().await;
 }
+
+/// The admin CLI (the real binary, on the running server's store): `postern files list`
+/// shows what was sent, `show` the checksum, URL and the message that carried the link (an
+/// audited read of the chat log), `purge` keeps an account under legal hold, `delete` ends
+/// the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_lists_shows_and_deletes_what_was_sent() {
+    use postern_tests::process::postern;
+    let server = server(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = server.https.unwrap().port();
+    let cfg = dir.path().join("postern.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n[[domain]]\nname = \"localhost\"\n[[domain]]\nname = \"example.org\"\n\
+             [http]\nlisten = [\"127.0.0.1:{port}\"]\n",
+            server.config.data_dir.display()
+        ),
+    )
+    .unwrap();
+    let mut alice = Raw::online(&server, "alice@localhost", "pw", "a")
+        .await
+        .unwrap();
+    let mut bob = Raw::online(&server, "bob@localhost", "pw", "b")
+        .await
+        .unwrap();
+    let (put_url, get_url) = urls(
+        &slot(
+            &mut alice,
+            "s",
+            "upload.localhost",
+            "minutes.pdf",
+            4096,
+            "application/pdf",
+        )
+        .await,
+    );
+    let src = file(dir.path(), "minutes.pdf", 4096);
+    assert_eq!(put(&server, &put_url, &src, "application/pdf").status, 201);
+    alice
+        .send(&format!(
+            "<message to='bob@localhost' type='chat' id='m1'><body>{get_url}</body></message>"
+        ))
+        .await
+        .unwrap();
+    let delivered = bob.read_element("message").await.unwrap();
+    assert!(delivered.contains(&get_url), "{delivered}");
+    let id = get_url.split('/').rev().nth(1).unwrap().to_owned();
+
+    let list = postern(&cfg, &["files", "list", "--owner", "alice@localhost"], "");
+    assert!(
+        list.contains(&id) && list.contains("minutes.pdf") && list.contains("4096 bytes"),
+        "{list}"
+    );
+    assert!(postern(&cfg, &["files", "list", "--owner", "bob@localhost"], "").is_empty());
+    let sha = {
+        use sha2::Digest;
+        hex(&sha2::Sha256::digest(std::fs::read(&src).unwrap()))
+    };
+    // The archive writer commits in the background: ask until the message is there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let show = loop {
+        let show = postern(&cfg, &["files", "show", &id], "");
+        if show.contains("linked in: 1 message") || Instant::now() > deadline {
+            break show;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        show.contains("linked in: 1 message") && show.contains("alice@localhost -> bob@localhost"),
+        "{show}"
+    );
+    assert!(show.contains(&format!("sha256:    {sha}")), "{show}");
+    assert!(show.contains(&format!("url:       {get_url}")), "{show}");
+    let audit = postern(&cfg, &["logs", "audit"], "");
+    assert!(
+        audit.contains("files show") && audit.contains(&id),
+        "{audit}"
+    );
+
+    postern(
+        &cfg,
+        &[
+            "logs",
+            "hold",
+            "add",
+            "alice@localhost",
+            "--reason",
+            "case 7",
+        ],
+        "",
+    );
+    let kept = postern(&cfg, &["files", "purge", "--owner", "alice@localhost"], "");
+    assert!(
+        kept.contains("legal hold") && kept.contains("deleted 0 upload"),
+        "{kept}"
+    );
+    postern(&cfg, &["logs", "hold", "remove", "alice@localhost"], "");
+    let dry = postern(
+        &cfg,
+        &["files", "purge", "--owner", "alice@localhost", "--dry-run"],
+        "",
+    );
+    assert!(
+        dry.contains("would delete 1 upload(s), 4096 bytes"),
+        "{dry}"
+    );
+    assert_eq!(
+        curl(&server, &get_url, &[]).status,
+        200,
+        "a dry run deletes nothing"
+    );
+    let deleted = postern(&cfg, &["files", "delete", &id], "");
+    assert!(deleted.contains(&format!("deleted {id}")), "{deleted}");
+    assert_eq!(curl(&server, &get_url, &[]).status, 404);
+    assert!(
+        !server
+            .config
+            .data_dir
+            .join("uploads")
+            .join(&id[..2])
+            .join(&id)
+            .exists()
+    );
+    server.stop().await;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

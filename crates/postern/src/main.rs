@@ -52,6 +52,9 @@ enum Command {
     /// and legal holds.
     #[command(subcommand)]
     Logs(cli::logs::LogsCmd),
+    /// What users uploaded (XEP-0363): list, show, delete, purge.
+    #[command(subcommand)]
+    Files(cli::files::FilesCmd),
     /// List, release or delete mail held by the gateway.
     #[command(subcommand)]
     Quarantine(cli::quarantine::QuarantineCmd),
@@ -153,6 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Group(cmd) => cli::group::run(&config, cmd).await,
             Command::Pgp(cmd) => cli::pgp::run(&config, cmd).await,
             Command::Logs(cmd) => cli::logs::run(&config, cmd).await,
+            Command::Files(cmd) => cli::files::run(&config, cmd).await,
             Command::Quarantine(cmd) => cli::quarantine::run(&config, cmd).await,
             Command::Rules(cmd) => cli::rules::run(&config, cmd).await,
         }

@@ -260,7 +260,8 @@ impl Store {
     }
 
     /// Up to `max` uploads past their time at `now_ms`: files stored before
-    /// `stored_before_ms` (none when `None`: kept forever) and slots never used that expired.
+    /// `stored_before_ms` (none when `None`: kept forever) by accounts not under a legal hold
+    /// (`postern logs hold`), and slots never used that expired.
     pub async fn uploads_expired(
         &self,
         now_ms: i64,
@@ -269,7 +270,9 @@ impl Store {
     ) -> Result<Vec<Upload>, StoreError> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM uploads WHERE (state = 0 AND slot_expires_ms <= $1) \
-             OR (state = 2 AND stored_ms < $2) ORDER BY created_ms LIMIT $3"
+             OR (state = 2 AND stored_ms < $2 \
+                 AND owner NOT IN (SELECT owner FROM archive_holds)) \
+             ORDER BY created_ms LIMIT $3"
         )))
         .bind(now_ms)
         .bind(stored_before_ms.unwrap_or(i64::MIN))

@@ -1318,6 +1318,25 @@ async fn upload_slots_quotas_single_use_and_expiry() {
             due.contains(&id("b1")) && !due.contains(&id("a1")),
             "{due:?}"
         );
+        // A legal hold keeps alice's files past their time; lifted, they expire.
+        store
+            .hold_place(&postern_store::Hold {
+                owner: alice.clone(),
+                reason: "case 1".into(),
+                actor: "test".into(),
+                since_ms: now,
+            })
+            .await
+            .unwrap();
+        let held: Vec<String> = store
+            .uploads_expired(later, Some(now + 10), 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        assert!(!held.contains(&id("a1")), "{held:?}");
+        assert!(store.hold_lift(&alice).await.unwrap());
         let due: Vec<String> = store
             .uploads_expired(later, Some(now + 10), 100)
             .await

@@ -370,7 +370,7 @@ pub async fn run(config: &Config, cmd: LogsCmd) -> anyhow::Result<()> {
 }
 
 /// A bare address of a served domain (a hold on anything else would protect nothing).
-fn served_address(config: &Config, address: &str) -> anyhow::Result<String> {
+pub(crate) fn served_address(config: &Config, address: &str) -> anyhow::Result<String> {
     let address = address.trim().to_lowercase();
     match address.split_once('@') {
         Some((local, domain))
@@ -394,7 +394,7 @@ fn actor() -> String {
     format!("cli:{user}")
 }
 
-async fn audit(store: &Store, action: &str, detail: &str) -> anyhow::Result<()> {
+pub(crate) async fn audit(store: &Store, action: &str, detail: &str) -> anyhow::Result<()> {
     store
         .audit(Utc::now().timestamp_millis(), &actor(), action, detail)
         .await
@@ -453,7 +453,7 @@ fn parse(f: &Filter) -> anyhow::Result<(Selection, ArchiveFilter)> {
 }
 
 /// A time given on the command line, as µs since the epoch.
-fn when(s: &str) -> anyhow::Result<i64> {
+pub(crate) fn when(s: &str) -> anyhow::Result<i64> {
     let s = s.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp_micros());
@@ -482,7 +482,7 @@ fn rfc3339(us: i64) -> String {
     time(us).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn readable(us: i64) -> String {
+pub(crate) fn readable(us: i64) -> String {
     time(us).format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 

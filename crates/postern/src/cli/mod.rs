@@ -1,7 +1,8 @@
 //! Admin commands beyond account basics, one file per command family: `account import`,
-//! `pgp`, `group`, `logs`, `quarantine`, `rules`. Each works on the same store and data dir as `postern serve`.
+//! `files`, `pgp`, `group`, `logs`, `quarantine`, `rules`. Each works on the same store and data dir as `postern serve`.
 
 pub mod account_import;
+pub mod files;
 pub mod group;
 pub mod logs;
 pub mod pgp;

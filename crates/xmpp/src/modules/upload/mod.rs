@@ -141,10 +141,15 @@ pub struct Uploads {
     key: [u8; 32],
 }
 
+/// Where the stored file of upload `id` is under the upload directory `dir`.
+pub fn stored_path(dir: &std::path::Path, id: &str) -> PathBuf {
+    dir.join(id.get(..2).unwrap_or("__")).join(id)
+}
+
 impl Uploads {
     /// Where a stored file is.
     pub fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(id.get(..2).unwrap_or("__")).join(id)
+        stored_path(&self.dir, id)
     }
 
     /// Where a PUT writes before the file is complete.
