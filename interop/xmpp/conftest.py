@@ -62,6 +62,7 @@ class Server:
     starttls_port: int = 0
     direct_tls_port: int = 0
     https_port: int = 0
+    proxy65_port: int = 0
     passwords: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     # Reuse by other suites (interop/robustness): extra `key = value` lines (TOML values) for
@@ -104,16 +105,16 @@ class Server:
     def write_config(self) -> None:
         taken = {self.next_hop_port}
         ports = []
-        for _ in range(4 if self.gateway_enabled else 3):
+        for _ in range(5 if self.gateway_enabled else 4):
             port = free_port()
             while port in taken:
                 port = free_port()
             taken.add(port)
             ports.append(port)
-        self.starttls_port, self.direct_tls_port, self.https_port = ports[0], ports[1], ports[2]
+        self.starttls_port, self.direct_tls_port, self.https_port, self.proxy65_port = ports[:4]
         limits = "".join(f"{key} = {value}\n" for key, value in self.xmpp_limits.items())
         if self.gateway_enabled:
-            self.gateway_port = ports[3]
+            self.gateway_port = ports[4]
             gateway = (
                 "enabled = true\n"
                 f'listen = "{self.host}:{self.gateway_port}"\n'
@@ -136,6 +137,9 @@ name = "{self.other_domain}"
 enabled = true
 starttls = ["{self.host}:{self.starttls_port}"]
 direct_tls = ["{self.host}:{self.direct_tls_port}"]
+
+[xmpp.proxy65]
+listen = ["{self.host}:{self.proxy65_port}"]
 
 [xmpp.limits]
 handshake_timeout = "20s"
@@ -182,6 +186,7 @@ listen = ["{self.host}:{self.https_port}"]
                 port_open(self.starttls_port)
                 and port_open(self.direct_tls_port)
                 and port_open(self.https_port)
+                and port_open(self.proxy65_port)
                 and (not self.gateway_enabled or port_open(self.gateway_port))
                 and self.cert(self.domain).is_file()
                 and self.cert(self.other_domain).is_file()

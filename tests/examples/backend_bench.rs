@@ -87,7 +87,7 @@ fn run(setup: &Setup, accounts: u32, logins: u32) -> [(f64, f64); 2] {
             "data_dir = \"{}\"\n[[domain]]\nname = \"{DOMAIN}\"\n{}\n\
              [xmpp]\nstarttls = [\"127.0.0.1:0\"]\ndirect_tls = []\n\
              [xmpp.limits]\nmax_connections = 50000\nconnection_burst_per_ip = 1000000\n\
-             connections_per_minute_per_ip = 1000000\n[gateway]\nenabled = false\n[http]\nlisten = []\n",
+             connections_per_minute_per_ip = 1000000\n[gateway]\nenabled = false\n[http]\nlisten = []\n[xmpp.proxy65]\nenabled = false\n",
             dir.path().join("data").display(),
             setup.accounts
         ),

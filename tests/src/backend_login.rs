@@ -38,7 +38,7 @@ pub fn config(dir: &Path, backend: &str, section: &str) -> PathBuf {
         format!(
             "data_dir = \"{data}\"\n[[domain]]\nname = \"mail.test\"\n\
              [accounts]\nbackend = \"{backend}\"\n[accounts.{backend}]\n{section}\n\
-             [xmpp]\nstarttls = [\"127.0.0.1:0\"]\ndirect_tls = []\n[gateway]\nenabled = false\n[http]\nlisten = []\n",
+             [xmpp]\nstarttls = [\"127.0.0.1:0\"]\ndirect_tls = []\n[gateway]\nenabled = false\n[http]\nlisten = []\n[xmpp.proxy65]\nenabled = false\n",
             data = dir.join("data").display(),
         ),
     )

@@ -66,6 +66,8 @@ impl TestServer {
             direct_tls = ["127.0.0.1:0"]
             [gateway]
             listen = "127.0.0.1:0"
+            [xmpp.proxy65]
+            listen = ["127.0.0.1:0"]
             [http]
             listen = ["127.0.0.1:0"]
             "#,

@@ -21,7 +21,7 @@ fn config(dir: &Path, domain: &str) -> std::path::PathBuf {
         &config,
         format!(
             "data_dir = \"{}\"\n[[domain]]\nname = \"{domain}\"\n\
-             [xmpp]\nstarttls = [\"127.0.0.1:0\"]\ndirect_tls = []\n[gateway]\nenabled = false\n[http]\nlisten = []\n",
+             [xmpp]\nstarttls = [\"127.0.0.1:0\"]\ndirect_tls = []\n[gateway]\nenabled = false\n[http]\nlisten = []\n[xmpp.proxy65]\nenabled = false\n",
             dir.join("data").display()
         ),
     )

@@ -22,7 +22,7 @@ async fn every_acknowledged_message_is_in_the_archive_after_kill_9() {
         format!(
             "data_dir = \"{}\"\n[[domain]]\nname = \"localhost\"\n\
              [xmpp]\nstarttls = [\"127.0.0.1:0\"]\ndirect_tls = []\n\
-             [gateway]\nenabled = false\n[http]\nlisten = []\n",
+             [gateway]\nenabled = false\n[http]\nlisten = []\n[xmpp.proxy65]\nenabled = false\n",
             data.display()
         ),
     )

@@ -25,7 +25,7 @@ fn config(dir: &Path, url: &str, ca: &Path) -> std::path::PathBuf {
              [accounts]\nbackend = \"internal\"\nby_domain = {{ \"mail.test\" = \"imap\" }}\n\
              [accounts.imap]\nurl = \"{url}\"\nca_file = \"{ca}\"\ntimeout = \"5s\"\n\
              scram_ttl = \"3s\"\nfailure_cache = \"1s\"\n\
-             [xmpp]\nstarttls = [\"127.0.0.1:0\"]\ndirect_tls = []\n[gateway]\nenabled = false\n[http]\nlisten = []\n",
+             [xmpp]\nstarttls = [\"127.0.0.1:0\"]\ndirect_tls = []\n[gateway]\nenabled = false\n[http]\nlisten = []\n[xmpp.proxy65]\nenabled = false\n",
             data = dir.join("data").display(),
             ca = ca.display(),
         ),

@@ -58,7 +58,7 @@ async fn scenario(database: Option<String>) {
              [xmpp]\nstarttls = [\"127.0.0.1:0\"]\ndirect_tls = []\n\
              [xmpp.archive]\nnotice = \"Messages on this server are logged.\"\nexpire_every = \"1s\"\n\
              [xmpp.archive.retention_by_domain]\n\"{e}\" = \"2s\"\n\
-             [gateway]\nenabled = false\n[http]\nlisten = []\n",
+             [gateway]\nenabled = false\n[http]\nlisten = []\n[xmpp.proxy65]\nenabled = false\n",
             data.display()
         ),
     )

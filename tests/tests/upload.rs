@@ -307,7 +307,7 @@ async fn requests_that_do_not_match_their_slot_are_refused() {
     let server = server(|c| {
         c.xmpp.upload.max_file_size = postern_core::ByteSize(4 << 20);
         c.xmpp.upload.quota_per_user =
-            postern_xmpp::modules::upload::Quota(Some(postern_core::ByteSize(5 << 20)));
+            postern_xmpp::config::ByteLimit(Some(postern_core::ByteSize(5 << 20)));
         c.xmpp.upload.slot_lifetime = Duration::from_secs(10);
     })
     .await;

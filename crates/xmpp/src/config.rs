@@ -27,6 +27,8 @@ pub struct XmppConfig {
     pub archive: crate::modules::archive::ArchiveConfig,
     /// `[xmpp.upload]`: XEP-0363 HTTP File Upload (`modules/upload/`).
     pub upload: crate::modules::upload::UploadConfig,
+    /// `[xmpp.proxy65]`: XEP-0065 SOCKS5 bytestreams proxy (`modules/proxy65/`).
+    pub proxy65: crate::modules::proxy65::Proxy65Config,
 }
 
 impl Default for XmppConfig {
@@ -42,6 +44,7 @@ impl Default for XmppConfig {
             fast: Default::default(),
             archive: Default::default(),
             upload: Default::default(),
+            proxy65: Default::default(),
         }
     }
 }
@@ -124,6 +127,7 @@ impl XmppConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut out = self.archive.problems();
         out.extend(self.upload.problems());
+        out.extend(self.proxy65.problems());
         let l = &self.limits;
         if self.archive.enabled && self.archive.max_page + 1 > l.session_queue {
             out.push(format!(
@@ -210,5 +214,34 @@ mod tests {
         c.starttls.clear();
         c.direct_tls.clear();
         assert_eq!(c.problems().len(), 3);
+    }
+}
+
+/// A limit in bytes, or "unlimited" (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteLimit(pub Option<ByteSize>);
+
+impl<'de> Deserialize<'de> for ByteLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => Ok(ByteLimit(Some(ByteSize(n)))),
+            Raw::Text(t) if t.trim() == "unlimited" => Ok(ByteLimit(None)),
+            Raw::Text(t) => t
+                .parse()
+                .map(|b| ByteLimit(Some(b)))
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl ByteLimit {
+    pub fn bytes(self) -> Option<i64> {
+        self.0.map(|b| i64::try_from(b.0).unwrap_or(i64::MAX))
     }
 }

@@ -435,6 +435,12 @@ impl RouterBuilder {
         }
     }
 
+    /// A start-up problem of the module (a listener it cannot bind): the server does not
+    /// start, and says why.
+    pub fn problem(&mut self, problem: String) {
+        self.problems.push(problem);
+    }
+
     /// A disco#info feature (XEP-0030) the module really implements.
     pub fn disco_feature(&mut self, scope: Scope, feature: &str) {
         self.offers.add_disco(scope, feature);

@@ -12,6 +12,7 @@ pub mod message;
 pub mod offline;
 pub mod ping;
 pub mod presence;
+pub mod proxy65;
 pub mod roster;
 pub mod sm;
 pub mod time;
@@ -39,4 +40,5 @@ pub fn register_all(r: &mut RouterBuilder, config: &XmppConfig) {
     message::register(r);
     offline::register(r);
     upload::register(r, &config.upload);
+    proxy65::register(r, &config.proxy65);
 }

@@ -30,6 +30,7 @@ use xmpp_parsers::disco::{
 };
 use xmpp_parsers::ns;
 
+use crate::config::ByteLimit;
 use crate::modules::archive::retention::Retention;
 use crate::router::{IqKind, IqRequest, RouterBuilder, Scope};
 use crate::stanza::StanzaFault;
@@ -46,9 +47,9 @@ pub struct UploadConfig {
     /// Largest file; advertised in disco as `max-file-size`.
     pub max_file_size: ByteSize,
     /// Bytes one account may hold (stored files and open slots); "unlimited" for none.
-    pub quota_per_user: Quota,
+    pub quota_per_user: ByteLimit,
     /// Bytes one domain's accounts may hold together; "unlimited" for none.
-    pub quota_per_domain: Quota,
+    pub quota_per_domain: ByteLimit,
     /// How long a PUT URL may be used after the slot was granted.
     #[serde(deserialize_with = "crate::config::duration")]
     pub slot_lifetime: Duration,
@@ -66,8 +67,8 @@ impl Default for UploadConfig {
         Self {
             enabled: true,
             max_file_size: ByteSize(100 * 1024 * 1024),
-            quota_per_user: Quota(Some(ByteSize(10 * 1024 * 1024 * 1024))),
-            quota_per_domain: Quota(None),
+            quota_per_user: ByteLimit(Some(ByteSize(10 * 1024 * 1024 * 1024))),
+            quota_per_domain: ByteLimit(None),
             slot_lifetime: Duration::from_secs(300),
             expire_after: Retention::For(Duration::from_secs(30 * 24 * 3600)),
             dir: None,
@@ -86,35 +87,6 @@ impl UploadConfig {
             out.push("xmpp.upload.slot_lifetime: at least 10s (clients need time to PUT)".into());
         }
         out
-    }
-}
-
-/// A quota in bytes, or "unlimited".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota(pub Option<ByteSize>);
-
-impl<'de> Deserialize<'de> for Quota {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Num(n) => Ok(Quota(Some(ByteSize(n)))),
-            Raw::Text(t) if t.trim() == "unlimited" => Ok(Quota(None)),
-            Raw::Text(t) => t
-                .parse()
-                .map(|b| Quota(Some(b)))
-                .map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-impl Quota {
-    fn bytes(self) -> Option<i64> {
-        self.0.map(|b| i64::try_from(b.0).unwrap_or(i64::MAX))
     }
 }
 
