@@ -497,8 +497,39 @@ async fn raw_put(server: &TestServer, request: &[u8], then_wait: Option<Duration
 async fn a_short_or_stalled_body_leaves_nothing_behind() {
     let server = server(|c| {
         c.http.body_idle_timeout = Duration::from_secs(1);
+        c.http.header_timeout = Duration::from_secs(1);
     })
     .await;
+    // Slowloris before the body: a TLS handshake never started, a request head never ended.
+    let port = server.https.unwrap().port();
+    let started = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a handshake");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    let half_head = raw_put(
+        &server,
+        b"PUT /upload/x/y HTTP/1.1\r\nHost: localhost\r\nX-Slow: a",
+        Some(Duration::from_secs(3)),
+    )
+    .await;
+    assert!(!half_head.contains(" 201 "), "{half_head}");
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "a half-sent head held the connection: {:?}",
+        started.elapsed()
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut alice = Raw::online(&server, "alice@localhost", "pw", "a")
         .await
@@ -621,6 +652,27 @@ async fn the_admin_lists_shows_and_deletes_what_was_sent() {
     );
     assert!(show.contains(&format!("sha256:    {sha}")), "{show}");
     assert!(show.contains(&format!("url:       {get_url}")), "{show}");
+    // The chat log shows the file beside the message that carried its URL.
+    let log = postern(
+        &cfg,
+        &["logs", "search", "--account", "alice@localhost"],
+        "",
+    );
+    assert!(
+        log.contains(&get_url)
+            && log.contains(
+                "[file: minutes.pdf, 4096 bytes, application/pdf, uploaded by alice@localhost"
+            ),
+        "{log}"
+    );
+    let json = postern(
+        &cfg,
+        &["logs", "search", "--account", "alice@localhost", "--json"],
+        "",
+    );
+    let line: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(line["files"][0]["id"], id.as_str(), "{json}");
+    assert_eq!(line["files"][0]["sha256"], sha.as_str(), "{json}");
     let audit = postern(&cfg, &["logs", "audit"], "");
     assert!(
         audit.contains("files show") && audit.contains(&id),

@@ -5,6 +5,7 @@
 //! trail (`postern logs audit`) with who ran it (`cli:<os user>`) and the query as given; a
 //! read that cannot be recorded does not happen.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
@@ -156,10 +157,11 @@ pub async fn run(config: &Config, cmd: LogsCmd) -> anyhow::Result<()> {
                     },
                 )
                 .await?;
+            let files = files_in(&store, &page).await?;
             let mut out = std::io::stdout().lock();
             let mut view = View::new(json);
             for m in &page {
-                view.line(&mut out, m)?;
+                view.line(&mut out, m, &files)?;
             }
             if !complete && !json {
                 writeln!(
@@ -201,9 +203,10 @@ pub async fn run(config: &Config, cmd: LogsCmd) -> anyhow::Result<()> {
                             },
                         )
                         .await?;
+                    let files = files_in(&store, &page).await?;
                     let mut out = std::io::stdout().lock();
                     for m in &page {
-                        view.line(&mut out, m)?;
+                        view.line(&mut out, m, &files)?;
                     }
                     out.flush()?;
                     if let Some(m) = page.last() {
@@ -505,6 +508,33 @@ fn json_line(m: &Archived) -> serde_json::Value {
     })
 }
 
+/// The ids of XEP-0363 uploads whose URL (`…/upload/<32 hex>/…`) a message body carries.
+fn upload_ids(body: &str) -> impl Iterator<Item = &str> {
+    body.match_indices("/upload/").filter_map(|(i, m)| {
+        let id = body.get(i + m.len()..i + m.len() + 32)?;
+        let next = body.as_bytes().get(i + m.len() + 32).copied();
+        (id.bytes().all(|b| b.is_ascii_hexdigit()) && next == Some(b'/')).then_some(id)
+    })
+}
+
+/// The uploads the messages of `page` link to, by id (those still known).
+async fn files_in(
+    store: &Store,
+    page: &[Archived],
+) -> anyhow::Result<HashMap<String, postern_store::Upload>> {
+    let mut files = HashMap::new();
+    for m in page {
+        for id in upload_ids(&m.body) {
+            if !files.contains_key(id)
+                && let Some(u) = store.upload(id).await?
+            {
+                files.insert(id.to_owned(), u);
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// The conversation view: a heading whenever the conversation changes, then one line per
 /// message (continuation lines indented).
 struct View {
@@ -520,9 +550,28 @@ impl View {
         }
     }
 
-    fn line(&mut self, out: &mut impl Write, m: &Archived) -> std::io::Result<()> {
+    fn line(
+        &mut self,
+        out: &mut impl Write,
+        m: &Archived,
+        files: &HashMap<String, postern_store::Upload>,
+    ) -> std::io::Result<()> {
+        let linked: Vec<&postern_store::Upload> =
+            upload_ids(&m.body).filter_map(|id| files.get(id)).collect();
         if self.json {
-            return writeln!(out, "{}", json_line(m));
+            let mut line = json_line(m);
+            if !linked.is_empty() {
+                line["files"] = linked
+                    .iter()
+                    .map(|u| {
+                        serde_json::json!({
+                            "id": u.id, "name": u.filename, "size": u.size,
+                            "type": u.content_type, "sha256": u.sha256,
+                        })
+                    })
+                    .collect();
+            }
+            return writeln!(out, "{line}");
         }
         let pair = if m.sender <= m.recipient {
             (m.sender.clone(), m.recipient.clone())
@@ -544,6 +593,13 @@ impl View {
         )?;
         for more in body {
             writeln!(out, "{:>25}{more}", "")?;
+        }
+        for u in linked {
+            writeln!(
+                out,
+                "{:>25}[file: {}, {} bytes, {}, uploaded by {}; postern files show {}]",
+                "", u.filename, u.size, u.content_type, u.owner, u.id
+            )?;
         }
         Ok(())
     }
