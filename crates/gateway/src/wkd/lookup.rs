@@ -10,10 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::hash;
 use crate::GatewayError;
@@ -22,9 +19,9 @@ use crate::config::WkdConfig;
 /// Largest response read (a cert with a photo is rarely above 100 KB).
 const BODY_MAX: usize = 512 * 1024;
 
-/// The lookup client with its cache.
+/// The lookup client (reqwest over rustls with ring) with its cache.
 pub struct Lookup {
-    connector: TlsConnector,
+    client: reqwest::Client,
     port: u16,
     timeout: Duration,
     cache_for: Duration,
@@ -41,10 +38,19 @@ impl std::fmt::Debug for Lookup {
 impl Lookup {
     /// A client trusting the PEM bundle `cfg.lookup_ca_file` (default: the system's).
     pub fn new(cfg: &WkdConfig) -> Result<Lookup, GatewayError> {
-        let config = postern_core::tls::client_config(cfg.lookup_ca_file.as_deref())
+        let tls = postern_core::tls::client_config(cfg.lookup_ca_file.as_deref())
             .map_err(GatewayError::Tls)?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(rustls::ClientConfig::clone(&tls))
+            .user_agent(concat!("postern/", env!("CARGO_PKG_VERSION")))
+            // WKD servers answer at the name asked; a redirect elsewhere is not followed.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(cfg.lookup_timeout)
+            .build()
+            .map_err(|e| GatewayError::Tls(format!("WKD lookup client: {e}")))?;
         Ok(Lookup {
-            connector: TlsConnector::from(config),
+            client,
             port: cfg.lookup_port,
             timeout: cfg.lookup_timeout,
             cache_for: cfg.lookup_cache,
@@ -71,6 +77,7 @@ impl Lookup {
             asked.insert(address.clone(), now);
         }
         let h = hash(local);
+        let local = utf8_percent_encode(local, NON_ALPHANUMERIC).to_string();
         let attempts = [
             (
                 format!("openpgpkey.{domain}"),
@@ -95,85 +102,26 @@ impl Lookup {
         None
     }
 
-    /// One HTTPS GET; the body of a 200, empty for anything else.
-    async fn get(&self, host: &str, path: &str) -> std::io::Result<Vec<u8>> {
-        let tcp = TcpStream::connect((host, self.port)).await?;
-        let name = ServerName::try_from(host.to_owned())
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let mut tls = self.connector.connect(name, tcp).await?;
-        tls.write_all(
-            format!(
-                "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: postern\r\n\
-                 Accept: application/octet-stream\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await?;
-        let mut raw = Vec::new();
-        let mut limited = (&mut tls).take(BODY_MAX as u64 + 16 * 1024);
-        // A server closing without close_notify still gave us the whole response.
-        if let Err(e) = limited.read_to_end(&mut raw).await
-            && e.kind() != std::io::ErrorKind::UnexpectedEof
-        {
-            return Err(e);
+    /// One HTTPS GET; the body of a 200 (at most [`BODY_MAX`]), empty for anything else.
+    async fn get(&self, host: &str, path: &str) -> Result<Vec<u8>, reqwest::Error> {
+        let url = format!("https://{host}:{}{path}", self.port);
+        let mut resp = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/octet-stream")
+            .send()
+            .await?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return Ok(Vec::new());
         }
-        Ok(parse_response(&raw).unwrap_or_default())
-    }
-}
-
-/// The body of an HTTP/1.1 200 response (plain or chunked); `None` otherwise.
-pub fn parse_response(raw: &[u8]) -> Option<Vec<u8>> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let body = &raw[end + 4..];
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?;
-    if status != "200" {
-        return None;
-    }
-    let chunked = lines.any(|l| {
-        l.split_once(':').is_some_and(|(n, v)| {
-            n.trim().eq_ignore_ascii_case("transfer-encoding")
-                && v.to_ascii_lowercase().contains("chunked")
-        })
-    });
-    if !chunked {
-        return Some(body.to_vec());
-    }
-    let mut out = Vec::new();
-    let mut rest = body;
-    loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = String::from_utf8_lossy(&rest[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        rest = rest.get(line_end + 2..)?;
-        if size == 0 {
-            return Some(out);
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            if body.len() + chunk.len() > BODY_MAX {
+                tracing::debug!(%host, "WKD response larger than {BODY_MAX} bytes: ignored");
+                return Ok(Vec::new());
+            }
+            body.extend_from_slice(&chunk);
         }
-        out.extend_from_slice(rest.get(..size)?);
-        rest = rest.get(size + 2..)?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn responses_plain_and_chunked() {
-        assert_eq!(
-            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"),
-            Some(b"abc".to_vec())
-        );
-        assert_eq!(
-            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n"),
-            Some(b"abcde".to_vec())
-        );
-        assert_eq!(parse_response(b"HTTP/1.1 404 Not Found\r\n\r\n"), None);
-        assert_eq!(parse_response(b"garbage"), None);
-        assert_eq!(
-            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
-            None
-        );
+        Ok(body)
     }
 }
