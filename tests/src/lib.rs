@@ -42,6 +42,8 @@ pub struct TestServer {
     pub direct_tls: SocketAddr,
     /// The HTTPS listener (uploads), when `[http]` has one.
     pub https: Option<SocketAddr>,
+    /// The plain HTTP listener (for a reverse proxy), when `[http] listen_plain` has one.
+    pub http_plain: Option<SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
@@ -86,12 +88,14 @@ impl TestServer {
             .first()
             .context("no direct tls listener")?;
         let https = running.https.first().copied();
+        let http_plain = running.http_plain.first().copied();
         Ok(TestServer {
             config,
             running: Some(running),
             starttls,
             direct_tls,
             https,
+            http_plain,
             _dir: dir,
         })
     }

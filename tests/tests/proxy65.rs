@@ -194,3 +194,60 @@ async fn the_proxy_relays_only_what_the_initiator_activated() {
     );
     server.stop().await;
 }
+
+/// A Jingle file-transfer offer (XEP-0234 over XEP-0260 SOCKS5 with the proxy as candidate)
+/// from one client to another arrives whole, from the stamped sender, and its answer comes
+/// back. No client library here negotiates Jingle FT (slixmpp 1.17's xep_0234 is stanzas
+/// only, xmpp.js and tokio-xmpp have none), so both ends are raw streams: this checks what
+/// the server does with the offer, not a Jingle implementation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jingle_file_offer_reaches_the_peer_intact() {
+    let server = TestServer::start().await.unwrap();
+    for who in ["alice@localhost", "bob@localhost"] {
+        server.add_account(who, "pw").await.unwrap();
+    }
+    let mut alice = Raw::online(&server, "alice@localhost", "pw", "a")
+        .await
+        .unwrap();
+    let mut bob = Raw::online(&server, "bob@localhost", "pw", "b")
+        .await
+        .unwrap();
+    let offer = "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' initiator='alice@localhost/a' sid='js1'>\
+        <content creator='initiator' name='f' senders='initiator'>\
+        <description xmlns='urn:xmpp:jingle:apps:file-transfer:5'><file><name>a.txt</name><size>3</size>\
+        <hash xmlns='urn:xmpp:hashes:2' algo='sha-256'>ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=</hash></file></description>\
+        <transport xmlns='urn:xmpp:jingle:transports:s5b:1' sid='t1' dstaddr='0123456789abcdef0123456789abcdef01234567'>\
+        <candidate cid='c1' host='127.0.0.1' port='7777' jid='proxy.localhost' type='proxy' priority='10'/>\
+        </transport></content></jingle>";
+    alice
+        .send(&format!(
+            "<iq type='set' id='j1' to='bob@localhost/b'>{offer}</iq>"
+        ))
+        .await
+        .unwrap();
+    let got = bob.read_element("iq").await.unwrap();
+    assert!(
+        got.contains("from='alice@localhost/a'") || got.contains("from=\"alice@localhost/a\""),
+        "{got}"
+    );
+    for part in [
+        "session-initiate",
+        "urn:xmpp:jingle:apps:file-transfer:5",
+        "a.txt",
+        "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=",
+        "urn:xmpp:jingle:transports:s5b:1",
+        "proxy.localhost",
+        "0123456789abcdef0123456789abcdef01234567",
+    ] {
+        assert!(got.contains(part), "{part} lost: {got}");
+    }
+    bob.send("<iq type='result' id='j1' to='alice@localhost/a'/>")
+        .await
+        .unwrap();
+    let answer = alice.read_element("iq").await.unwrap();
+    assert!(
+        answer.contains("id='j1'") && answer.contains("result"),
+        "{answer}"
+    );
+    server.stop().await;
+}

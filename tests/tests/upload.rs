@@ -729,3 +729,127 @@ async fn the_admin_lists_shows_and_deletes_what_was_sent() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Files past `expire_after` are deleted by the expiry task (file and record), except those
+/// of an account under legal hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_expire_unless_their_owner_is_on_hold() {
+    let server = server(|c| {
+        c.xmpp.upload.expire_after =
+            postern_xmpp::modules::archive::retention::Retention::For(Duration::from_secs(1));
+        c.xmpp.upload.expire_every = Duration::from_millis(300);
+    })
+    .await;
+    server
+        .accounts()
+        .store()
+        .hold_place(&postern_store::Hold {
+            owner: "bob@localhost".into(),
+            reason: "case 9".into(),
+            actor: "test".into(),
+            since_ms: 0,
+        })
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut urls_of = Vec::new();
+    for who in ["alice", "bob"] {
+        let mut raw = Raw::online(&server, &format!("{who}@localhost"), "pw", "r")
+            .await
+            .unwrap();
+        let (put_url, get_url) = urls(
+            &slot(
+                &mut raw,
+                "s",
+                "upload.localhost",
+                "old.txt",
+                3,
+                "text/plain",
+            )
+            .await,
+        );
+        let src = dir.path().join(format!("{who}.txt"));
+        std::fs::write(&src, b"old").unwrap();
+        assert_eq!(put(&server, &put_url, &src, "text/plain").status, 201);
+        urls_of.push(get_url);
+    }
+    let id = |url: &str| url.split('/').rev().nth(1).unwrap().to_owned();
+    let alice_file = {
+        let i = id(&urls_of[0]);
+        server
+            .config
+            .data_dir
+            .join("uploads")
+            .join(&i[..2])
+            .join(&i)
+    };
+    assert!(alice_file.exists());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl(&server, &urls_of[0], &[]).status != 404 {
+        assert!(Instant::now() < deadline, "alice's file never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!alice_file.exists(), "the file went with its record");
+    assert_eq!(
+        curl(&server, &urls_of[1], &[]).status,
+        200,
+        "bob is on hold"
+    );
+    server.stop().await;
+}
+
+/// Behind a reverse proxy: `public_url` names the URLs, the plain listener takes the proxy's
+/// requests, and its `X-Forwarded-*` headers count because it is a trusted proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_work_behind_a_reverse_proxy() {
+    let server = server(|c| {
+        c.http.listen_plain = vec!["127.0.0.1:0".parse().unwrap()];
+        c.http.public_url = Some("https://chat.example.com/files".into());
+        c.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Raw::online(&server, "alice@localhost", "pw", "a")
+        .await
+        .unwrap();
+    let (put_url, get_url) = urls(
+        &slot(
+            &mut alice,
+            "s",
+            "upload.localhost",
+            "p.bin",
+            5000,
+            "application/octet-stream",
+        )
+        .await,
+    );
+    assert!(
+        get_url.starts_with("https://chat.example.com/files/upload/"),
+        "{get_url}"
+    );
+    let plain = server.http_plain.unwrap();
+    // What the proxy would send on: the same path, to the plain listener, with forwarded headers.
+    let via_proxy = |url: &str| url.replace("https://chat.example.com", &format!("http://{plain}"));
+    let forwarded = [
+        "-H",
+        "X-Forwarded-Host: chat.example.com",
+        "-H",
+        "X-Forwarded-Proto: https",
+        "-H",
+        "X-Forwarded-For: 198.51.100.7",
+    ];
+    let src = file(dir.path(), "p.bin", 5000);
+    let p = src.to_str().unwrap().to_owned();
+    let mut args: Vec<&str> = forwarded.to_vec();
+    args.extend(["-T", &p, "-H", "Content-Type: application/octet-stream"]);
+    let r = curl(&server, &via_proxy(&put_url), &args);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let g = curl(&server, &via_proxy(&get_url), &forwarded);
+    assert_eq!(
+        (g.status, g.body == std::fs::read(&src).unwrap()),
+        (200, true)
+    );
+    // Without the forwarded host, the request names a host that is not ours.
+    assert_eq!(curl(&server, &via_proxy(&get_url), &[]).status, 421);
+    server.stop().await;
+}

@@ -13,8 +13,6 @@ use super::slot::now_ms;
 use crate::modules::archive::retention::Retention;
 use crate::server::Server;
 
-/// How often the task looks for expired uploads.
-const EVERY: Duration = Duration::from_secs(600);
 /// Uploads deleted per round trip to the store.
 const BATCH: i64 = 500;
 
@@ -36,7 +34,7 @@ pub async fn run(uploads: Arc<Uploads>, server: Server, mut shutdown: watch::Rec
             Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(EVERY) => {}
+            _ = tokio::time::sleep(uploads.config.expire_every) => {}
             _ = shutdown.changed() => return,
         }
     }

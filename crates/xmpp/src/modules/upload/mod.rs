@@ -55,6 +55,9 @@ pub struct UploadConfig {
     pub slot_lifetime: Duration,
     /// How long files are kept after upload: a duration ("30d") or "forever".
     pub expire_after: Retention,
+    /// How often expired files and unused slots are deleted.
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub expire_every: Duration,
     /// Where files are kept; default `<data_dir>/uploads`.
     pub dir: Option<PathBuf>,
     /// Filled in at start from `[http]` and `data_dir` (not a config key).
@@ -71,6 +74,7 @@ impl Default for UploadConfig {
             quota_per_domain: ByteLimit(None),
             slot_lifetime: Duration::from_secs(300),
             expire_after: Retention::For(Duration::from_secs(30 * 24 * 3600)),
+            expire_every: Duration::from_secs(600),
             dir: None,
             site: None,
         }
@@ -82,6 +86,9 @@ impl UploadConfig {
         let mut out = Vec::new();
         if self.max_file_size.0 == 0 {
             out.push("xmpp.upload.max_file_size: must be more than zero".into());
+        }
+        if self.expire_every.is_zero() {
+            out.push("xmpp.upload.expire_every: must be more than zero".into());
         }
         if self.slot_lifetime < Duration::from_secs(10) {
             out.push("xmpp.upload.slot_lifetime: at least 10s (clients need time to PUT)".into());
