@@ -554,6 +554,30 @@ async fn a_short_or_stalled_body_leaves_nothing_behind() {
     // Content-Length lies: the client closes after 40,000 bytes.
     let answer = raw_put(&server, &short, None).await;
     assert!(!answer.contains("201"), "{answer}");
+    // The client vanishes mid-body (the socket closed both ways, no TLS close_notify).
+    {
+        let port = server.https.unwrap().port();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let tls = tokio_rustls::TlsConnector::from(server.tls_config("localhost"));
+        let mut s = tls
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        s.write_all(&short).await.unwrap();
+        s.flush().await.unwrap();
+        drop(s);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !parts(&server).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "a partial file stayed: {:?}",
+            parts(&server)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Slowloris: the client sends part of the body, then nothing; cut after the idle time.
     let started = Instant::now();
     let answer = raw_put(&server, &short, Some(Duration::from_secs(3))).await;

@@ -157,6 +157,22 @@ async fn upload(
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "try again later");
         }
     }
+    // From the claim on, the upload runs in a task of its own: should this handler be dropped
+    // mid-way (hyper drops it when its connection ends, e.g. at the end of the shutdown
+    // grace), the task still sees the body end, removes the partial file and gives the slot
+    // back, or completes the stored file's record; the claim is never left behind.
+    let client = origin.client;
+    let task = tokio::spawn(async move { finish(app, row, body, client).await });
+    task.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "an upload task failed");
+        refuse(StatusCode::INTERNAL_SERVER_ERROR, "the upload failed")
+    })
+}
+
+/// Receives a claimed upload and records the outcome.
+async fn finish(app: App, row: Upload, body: Body, client: std::net::IpAddr) -> Response {
+    let store = &app.server.store;
+    let id = row.id.clone();
     match receive(&app.uploads, &row, body).await {
         Ok(sha256) => {
             if let Err(e) = store.upload_stored(&id, now_ms(), &sha256).await {
@@ -165,7 +181,7 @@ async fn upload(
                 let _ = store.upload_release(&id).await;
                 return refuse(StatusCode::SERVICE_UNAVAILABLE, "try again later");
             }
-            tracing::info!(owner = %row.owner, %id, size = row.size, client = %origin.client, "file uploaded");
+            tracing::info!(owner = %row.owner, %id, size = row.size, %client, "file uploaded");
             let mut r = StatusCode::CREATED.into_response();
             cors(r.headers_mut());
             r
