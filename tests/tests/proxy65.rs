@@ -251,3 +251,54 @@ async fn a_jingle_file_offer_reaches_the_peer_intact() {
     );
     server.stop().await;
 }
+
+/// `rate` bounds each direction of a stream: 3 MiB at 1 MiB/s cannot cross in under two
+/// seconds (a lower bound only: a slow machine makes it slower, never faster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_held_to_its_rate() {
+    let server = TestServer::start_with(|c| {
+        c.xmpp.proxy65.rate =
+            postern_xmpp::config::ByteLimit(Some(postern_core::ByteSize(1 << 20)));
+    })
+    .await
+    .unwrap();
+    for who in ["alice@localhost", "bob@localhost"] {
+        server.add_account(who, "pw").await.unwrap();
+    }
+    let mut alice = Raw::online(&server, "alice@localhost", "pw", "a")
+        .await
+        .unwrap();
+    let _bob = Raw::online(&server, "bob@localhost", "pw", "b")
+        .await
+        .unwrap();
+    let answer = iq(&mut alice, "<iq type='get' id='q' to='proxy.localhost'><query xmlns='http://jabber.org/protocol/bytestreams'/></iq>").await;
+    let host = &answer[answer.find("<streamhost").expect("a streamhost")..];
+    let addr = (
+        attr(host, "host").unwrap(),
+        attr(host, "port").unwrap().parse::<u16>().unwrap(),
+    );
+    let h = hash("r1", "alice@localhost/a", "bob@localhost/b");
+    let (mut target, _) = socks(addr.clone(), &h).await;
+    let (mut initiator, _) = socks(addr, &h).await;
+    let ok = iq(&mut alice, "<iq type='set' id='go' to='proxy.localhost'><query xmlns='http://jabber.org/protocol/bytestreams' sid='r1'><activate>bob@localhost/b</activate></query></iq>").await;
+    assert!(ok.contains("result"), "{ok}");
+    let sent = data(3 << 20, 5);
+    let copy = sent.clone();
+    let started = Instant::now();
+    tokio::spawn(async move {
+        initiator.write_all(&copy).await.unwrap();
+        initiator.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let _ = initiator.read_to_end(&mut rest).await;
+    });
+    target.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    target.read_to_end(&mut got).await.unwrap();
+    let took = started.elapsed();
+    assert!(got == sent, "{} bytes arrived", got.len());
+    assert!(
+        took >= Duration::from_millis(1900),
+        "3 MiB at 1 MiB/s took only {took:?}"
+    );
+    server.stop().await;
+}
