@@ -398,6 +398,9 @@ async fn requests_that_do_not_match_their_slot_are_refused() {
         has(&over, "resource-constraint") && has(&over, "retry"),
         "{over}"
     );
+    // XEP-0363: when to retry (here: when the open 3 MiB slot expires).
+    let stamp = attr(&over[over.find("<retry").unwrap()..], "stamp").expect("a stamp");
+    assert!(stamp.ends_with('Z') && stamp.contains('T'), "{stamp}");
     // Bob's quota is his own.
     let mut bob = Raw::online(&server, "bob@localhost", "pw", "b")
         .await
@@ -554,8 +557,26 @@ async fn a_short_or_stalled_body_leaves_nothing_behind() {
     // Content-Length lies: the client closes after 40,000 bytes.
     let answer = raw_put(&server, &short, None).await;
     assert!(!answer.contains("201"), "{answer}");
-    // The client vanishes mid-body (the socket closed both ways, no TLS close_notify).
+    // The client vanishes mid-body (the socket closed both ways, no TLS close_notify), on a
+    // slot of its own.
+    let (gone_put, gone_get) = urls(
+        &slot(
+            &mut alice,
+            "s2",
+            "upload.localhost",
+            "gone.bin",
+            100_000,
+            "application/octet-stream",
+        )
+        .await,
+    );
     {
+        let gone_path = &gone_put[gone_put.find("/upload/").unwrap()..];
+        let mut request = format!(
+            "PUT {gone_path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
+        )
+        .into_bytes();
+        request.extend(vec![b'a'; 40_000]);
         let port = server.https.unwrap().port();
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -565,19 +586,31 @@ async fn a_short_or_stalled_body_leaves_nothing_behind() {
             .connect("localhost".try_into().unwrap(), tcp)
             .await
             .unwrap();
-        s.write_all(&short).await.unwrap();
+        s.write_all(&request).await.unwrap();
         s.flush().await.unwrap();
         drop(s);
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !parts(&server).is_empty() {
+    // The slot comes back (409 while the broken PUT still holds it): its partial file is gone
+    // by then, and a complete PUT of the same slot succeeds.
+    let whole = file(dir.path(), "gone.bin", 100_000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = put(&server, &gone_put, &whole, "application/octet-stream");
+        if r.status == 201 {
+            break;
+        }
+        assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
         assert!(
             Instant::now() < deadline,
-            "a partial file stayed: {:?}",
-            parts(&server)
+            "the broken PUT never gave its slot back"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(
+        curl(&server, &gone_get, &[]).body,
+        std::fs::read(&whole).unwrap()
+    );
+    assert!(parts(&server).is_empty(), "{:?}", parts(&server));
     // Slowloris: the client sends part of the body, then nothing; cut after the idle time.
     let started = Instant::now();
     let answer = raw_put(&server, &short, Some(Duration::from_secs(3))).await;

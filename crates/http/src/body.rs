@@ -14,11 +14,13 @@ use tokio::time::{Instant, Sleep};
 #[error("request body stalled for more than {0:?}")]
 pub struct Stalled(pub Duration);
 
-/// `inner`, cut after `idle` without a frame.
+/// `inner`, cut after `idle` without a frame. The clock starts at the first read (a handler
+/// may check a request for a while before it reads the body; `Expect: 100-continue` clients
+/// send nothing until then).
 pub struct IdleBody<B> {
     inner: Pin<Box<B>>,
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<B> IdleBody<B> {
@@ -26,7 +28,7 @@ impl<B> IdleBody<B> {
         Self {
             inner: Box::pin(inner),
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: None,
         }
     }
 }
@@ -44,14 +46,17 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        let idle = this.idle;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = Instant::now() + this.idle;
-                this.timer.as_mut().reset(deadline);
+                timer.as_mut().reset(Instant::now() + idle);
                 Poll::Ready(frame.map(|r| r.map_err(Into::into)))
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(this.idle))))),
+            Poll::Pending => match timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(idle))))),
                 Poll::Pending => Poll::Pending,
             },
         }

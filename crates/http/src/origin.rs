@@ -56,6 +56,13 @@ impl PublicUrl {
         if template.matches(DOMAIN).count() > 1 {
             return Err(format!("`{text}` names {DOMAIN} more than once"));
         }
+        let after_scheme = template.split_once("://").map_or("", |(_, rest)| rest);
+        let host_part = after_scheme.split('/').next().unwrap_or_default();
+        if template.contains(DOMAIN) && !host_part.contains(DOMAIN) {
+            return Err(format!(
+                "`{text}`: {DOMAIN} may only stand in the host (requests are routed by host)"
+            ));
+        }
         Ok(PublicUrl { template })
     }
 
@@ -156,7 +163,9 @@ impl Sites {
         let forwarded_host = trusted
             .then(|| header("x-forwarded-host"))
             .flatten()
-            .and_then(|h| h.split(',').next())
+            // The value the nearest (trusted) proxy added: proxies that append leave the
+            // client's own first.
+            .and_then(|h| h.rsplit(',').next())
             .map(str::trim);
         let named = forwarded_host
             .or_else(|| uri.authority().map(|a| a.as_str()))
@@ -164,7 +173,7 @@ impl Sites {
         let host = strip_port(named).to_ascii_lowercase();
         let secure = match trusted.then(|| header("x-forwarded-proto")).flatten() {
             Some(proto) => proto
-                .split(',')
+                .rsplit(',')
                 .next()
                 .is_some_and(|p| p.trim().eq_ignore_ascii_case("https")),
             None => secure,
@@ -295,8 +304,8 @@ mod tests {
         let uri: Uri = "/x".parse().expect("uri");
         let fwd = headers(&[
             ("host", "127.0.0.1:8080"),
-            ("x-forwarded-host", "chat.example.com"),
-            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example, chat.example.com"),
+            ("x-forwarded-proto", "http, https"),
             ("x-forwarded-for", "203.0.113.9, 198.51.100.1, 127.0.0.1"),
         ]);
         let o = s.origin(&uri, &fwd, PROXY, false).expect("proxied");
@@ -323,7 +332,13 @@ mod tests {
         assert_eq!(o.domain.as_deref(), Some("example.net"));
         assert_eq!(s.base_url("example.org"), "https://files.example.org");
         assert_eq!(s.path_prefix(), "");
-        for bad in ["ftp://x", "https://", "https://a/?q=1", "not a url"] {
+        for bad in [
+            "ftp://x",
+            "https://",
+            "https://a/?q=1",
+            "not a url",
+            "https://chat.example.com/{domain}",
+        ] {
             assert!(PublicUrl::parse(bad).is_err(), "{bad}");
         }
     }

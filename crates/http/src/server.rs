@@ -224,7 +224,7 @@ async fn http<IO>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.header_timeout)
-        .max_buf_size(header_limit.max(8192));
+        .max_header_size(header_limit);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(handle(&shared, req, peer.ip(), secure).await) }

@@ -126,12 +126,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         direct = d.iter().filter_map(|l| l.local_addr().ok()).collect();
         let mut xmpp = config.xmpp.clone();
         if let Some((_, sites)) = &http {
+            let dir = xmpp
+                .upload
+                .dir
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("uploads"));
+            if xmpp.upload.enabled {
+                postern_xmpp::modules::upload::expiry::recover(&store, &dir).await;
+            }
             xmpp.upload.site = Some(postern_xmpp::modules::upload::Site {
-                dir: xmpp
-                    .upload
-                    .dir
-                    .clone()
-                    .unwrap_or_else(|| config.data_dir.join("uploads")),
+                dir,
                 sites: std::sync::Arc::new(sites.clone()),
             });
         }

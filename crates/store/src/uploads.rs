@@ -109,6 +109,15 @@ impl Store {
         now_ms: i64,
     ) -> Result<Result<(), QuotaExceeded>, StoreError> {
         let mut tx = self.begin_write().await?;
+        if self.backend == crate::Backend::Postgres {
+            // SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL's READ
+            // COMMITTED would let two requests read the same sum: one lock per domain (its
+            // accounts' quotas are inside it) until the commit.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('uploads:' || $1))")
+                .bind(&upload.domain)
+                .execute(&mut *tx)
+                .await?;
+        }
         for (col, key, limit) in [
             ("owner", &upload.owner, quota.per_owner),
             ("domain", &upload.domain, quota.per_domain),
@@ -171,22 +180,24 @@ impl Store {
         Ok(())
     }
 
-    /// The PUT of `id` completed: the file is on disk (and synced).
+    /// The PUT of `id` completed: the file is on disk (and synced). False when the claim is
+    /// gone (the upload was deleted meanwhile): then the file must go too.
     pub async fn upload_stored(
         &self,
         id: &str,
         now_ms: i64,
         sha256: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
             "UPDATE uploads SET state = 2, stored_ms = $2, sha256 = $3 WHERE id = $1 AND state = 1",
         )
         .bind(id)
         .bind(now_ms)
         .bind(sha256)
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected()
+            == 1)
     }
 
     /// At start: PUTs that were in progress when the server stopped did not complete.
@@ -282,6 +293,41 @@ impl Store {
         .iter()
         .map(row)
         .collect()
+    }
+
+    /// When space under `owner`'s (or, `domain` true, the domain's) quota frees up at the
+    /// earliest: the first open slot's expiry, or the oldest stored file's (`keep_ms` after
+    /// it was stored; `None`: files are kept forever). `None` when nothing will free up.
+    pub async fn upload_retry_at(
+        &self,
+        key: &str,
+        domain: bool,
+        now_ms: i64,
+        keep_ms: Option<i64>,
+    ) -> Result<Option<i64>, StoreError> {
+        let col = if domain { "domain" } else { "owner" };
+        let slot: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT MIN(slot_expires_ms) AS t FROM uploads WHERE {col} = $1 AND state = 0 \
+             AND slot_expires_ms > $2"
+        )))
+        .bind(key)
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("t")?;
+        let file: Option<i64> = match keep_ms {
+            None => None,
+            Some(keep) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT MIN(stored_ms) AS t FROM uploads WHERE {col} = $1 AND state = 2 \
+                 AND owner NOT IN (SELECT owner FROM archive_holds)"
+            )))
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get::<Option<i64>, _>("t")?
+            .map(|t| t.saturating_add(keep)),
+        };
+        Ok([slot, file].into_iter().flatten().min())
     }
 
     /// Bytes stored and reserved by `owner` at `now_ms`.

@@ -1275,6 +1275,28 @@ async fn upload_slots_quotas_single_use_and_expiry() {
                 limit: 150
             })
         );
+        // Space frees when the open slot expires (or, with a retention, the oldest file).
+        assert_eq!(
+            store
+                .upload_retry_at(&alice, false, now, None)
+                .await
+                .unwrap(),
+            Some(now + 1000)
+        );
+        assert_eq!(
+            store
+                .upload_retry_at(&format!("u{s}.example"), true, now, Some(5))
+                .await
+                .unwrap(),
+            Some(now + 1000)
+        );
+        assert_eq!(
+            store
+                .upload_retry_at(&alice, false, now + 1000, None)
+                .await
+                .unwrap(),
+            None
+        );
         // Single use: one claim wins; a failed PUT gives the slot back; stored is final.
         assert!(store.upload_claim(&id("a1"), now).await.unwrap().is_some());
         assert!(store.upload_claim(&id("a1"), now).await.unwrap().is_none());
@@ -1285,10 +1307,27 @@ async fn upload_slots_quotas_single_use_and_expiry() {
             .unwrap()
             .expect("claimed again");
         assert_eq!(claimed.state, UploadState::Uploading);
-        store
-            .upload_stored(&id("a1"), now + 5, "abc")
-            .await
-            .unwrap();
+        assert!(
+            store
+                .upload_stored(&id("a1"), now + 5, "abc")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .upload_stored(&id("a1"), now + 6, "abd")
+                .await
+                .unwrap(),
+            "stored once"
+        );
+        assert_eq!(
+            store
+                .upload_retry_at(&alice, false, now + 2000, Some(100))
+                .await
+                .unwrap(),
+            Some(now + 105),
+            "the stored file frees its space when it expires"
+        );
         assert!(store.upload_claim(&id("a1"), now).await.unwrap().is_none());
         let row = store.upload(&id("a1")).await.unwrap().expect("row");
         assert_eq!(

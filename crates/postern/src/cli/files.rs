@@ -241,6 +241,12 @@ pub async fn run(config: &Config, cmd: FilesCmd) -> anyhow::Result<()> {
 }
 
 async fn delete(config: &Config, store: &Store, u: &Upload) -> anyhow::Result<()> {
+    if u.state == UploadState::Uploading {
+        bail!(
+            "{} is being uploaded right now: try again in a moment",
+            u.id
+        );
+    }
     let path = stored_path(&dir(config), &u.id);
     match std::fs::remove_file(&path) {
         Ok(()) => {}

@@ -52,6 +52,8 @@ pub struct Proxy65Config {
     pub advertise: Option<String>,
     /// Streams open at once (each is two connections), waiting or relaying.
     pub max_streams: usize,
+    /// Connections from one client address, waiting or relaying.
+    pub max_connections_per_ip: usize,
     /// Bytes one stream may carry, both directions together.
     pub max_bytes: ByteSize,
     /// Bytes per second per direction of one stream; "unlimited" for no limit.
@@ -71,6 +73,7 @@ impl Default for Proxy65Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 7777))],
             advertise: None,
             max_streams: 64,
+            max_connections_per_ip: 8,
             max_bytes: ByteSize(4 * 1024 * 1024 * 1024),
             rate: ByteLimit(None),
             activation_timeout: Duration::from_secs(60),
@@ -87,6 +90,9 @@ impl Proxy65Config {
         }
         if self.max_streams == 0 {
             out.push("xmpp.proxy65.max_streams: must be at least 1".into());
+        }
+        if self.max_connections_per_ip == 0 {
+            out.push("xmpp.proxy65.max_connections_per_ip: must be at least 1".into());
         }
         if let Some(a) = &self.advertise
             && split_host_port(a).is_none()
@@ -114,9 +120,17 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
 /// A connection waiting for its stream's activation.
 struct Waiting {
     conn: TcpStream,
-    permit: OwnedSemaphorePermit,
+    permit: (OwnedSemaphorePermit, PerIp),
     /// Tells this connection's expiry timer apart from a later one's.
     token: u64,
+}
+
+/// The connections of one stream hash: `accepted` counts those told yes (a place is taken
+/// before the reply is written, so a third is refused even while the second is replied to).
+#[derive(Default)]
+struct Stream {
+    conns: Vec<Waiting>,
+    accepted: usize,
 }
 
 /// The proxy's state, shared by its listener tasks and IQ handlers.
@@ -125,7 +139,9 @@ pub struct Proxy {
     host: String,
     port: u16,
     /// Stream hash → the connections that named it (at most two).
-    waiting: Mutex<HashMap<String, Vec<Waiting>>>,
+    waiting: Mutex<HashMap<String, Stream>>,
+    /// Connections per client address (waiting or relaying).
+    per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
     /// Two permits per stream: one per connection.
     connections: Arc<Semaphore>,
     next_token: std::sync::atomic::AtomicU64,
@@ -159,6 +175,7 @@ pub fn register(r: &mut RouterBuilder, config: &Proxy65Config) {
         host,
         port,
         waiting: Mutex::new(HashMap::new()),
+        per_ip: Mutex::new(HashMap::new()),
         connections: Arc::new(Semaphore::new(config.max_streams.saturating_mul(2))),
         next_token: std::sync::atomic::AtomicU64::new(0),
     });
@@ -271,9 +288,9 @@ fn activate(proxy: &Arc<Proxy>, req: IqRequest<Query>) -> IqResult {
         let Ok(mut waiting) = proxy.waiting.lock() else {
             return Err(StanzaFault::internal());
         };
-        match waiting.get(&hash).map(Vec::len) {
+        match waiting.get(&hash).map(|s| s.conns.len()) {
             None => None,
-            Some(2) => waiting.remove(&hash),
+            Some(2) => waiting.remove(&hash).map(|s| s.conns),
             Some(_) => {
                 return Err(
                     StanzaFault::new(ErrorType::Cancel, DefinedCondition::NotAcceptable)
@@ -316,9 +333,47 @@ async fn accept_loop(
             tracing::warn!(%peer, "proxy65 connection refused: max_streams reached");
             return;
         };
-        tokio::spawn(connection(proxy.clone(), tcp, peer, permit));
+        let Some(ip) = PerIp::take(&proxy, peer.ip()) else {
+            tracing::warn!(%peer, "proxy65 connection refused: max_connections_per_ip reached");
+            return;
+        };
+        tokio::spawn(connection(proxy.clone(), tcp, peer, (permit, ip)));
     })
     .await;
+}
+
+/// One connection counted against its client address, given back on drop.
+struct PerIp {
+    proxy: Arc<Proxy>,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    fn take(proxy: &Arc<Proxy>, ip: std::net::IpAddr) -> Option<PerIp> {
+        let mut per_ip = proxy.per_ip.lock().ok()?;
+        let n = per_ip.entry(ip).or_default();
+        if *n >= proxy.config.max_connections_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(PerIp {
+            proxy: proxy.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerIp {
+    fn drop(&mut self) {
+        if let Ok(mut per_ip) = self.proxy.per_ip.lock()
+            && let Some(n) = per_ip.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// How long a client may take for the SOCKS5 handshake.
@@ -328,7 +383,7 @@ async fn connection(
     proxy: Arc<Proxy>,
     mut tcp: TcpStream,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    permit: (OwnedSemaphorePermit, PerIp),
 ) {
     let hash = match tokio::time::timeout(HANDSHAKE, socks::handshake(&mut tcp)).await {
         Ok(Ok(h)) => h,
@@ -341,40 +396,49 @@ async fn connection(
             return;
         }
     };
-    let full = proxy
-        .waiting
-        .lock()
-        .map(|w| w.get(&hash).map_or(0, Vec::len) >= 2)
-        .unwrap_or(true);
-    if full {
+    // Take a place for this stream before saying yes.
+    let placed = proxy.waiting.lock().is_ok_and(|mut w| {
+        let stream = w.entry(hash.clone()).or_default();
+        if stream.accepted >= 2 {
+            return false;
+        }
+        stream.accepted += 1;
+        true
+    });
+    if !placed {
         let _ = socks::refuse(&mut tcp).await;
         tracing::info!(%peer, "proxy65: a third connection for one stream refused");
-        return;
-    }
-    if socks::accept(&mut tcp, &hash).await.is_err() {
         return;
     }
     let token = proxy
         .next_token
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if let Ok(mut w) = proxy.waiting.lock() {
-        let list = w.entry(hash.clone()).or_default();
-        if list.len() >= 2 {
+    let replied = socks::accept(&mut tcp, &hash).await.is_ok();
+    if let Ok(mut w) = proxy.waiting.lock()
+        && let Some(stream) = w.get_mut(&hash)
+    {
+        if !replied {
+            stream.accepted -= 1;
+            if stream.accepted == 0 {
+                w.remove(&hash);
+            }
             return;
         }
-        list.push(Waiting {
+        stream.conns.push(Waiting {
             conn: tcp,
             permit,
             token,
         });
     }
-    // Not activated in time: closed (dropping the connection and its permit).
+    // Not activated in time: closed (dropping the connection and its permits).
     tokio::time::sleep(proxy.config.activation_timeout).await;
     if let Ok(mut w) = proxy.waiting.lock()
-        && let Some(list) = w.get_mut(&hash)
+        && let Some(stream) = w.get_mut(&hash)
+        && let Some(i) = stream.conns.iter().position(|c| c.token == token)
     {
-        list.retain(|c| c.token != token);
-        if list.is_empty() {
+        stream.conns.remove(i);
+        stream.accepted -= 1;
+        if stream.accepted == 0 {
             w.remove(&hash);
         }
     }

@@ -40,11 +40,13 @@ pub async fn relay(a: TcpStream, b: TcpStream, limits: Limits) -> (u64, Ended) {
     let (br, bw) = b.into_split();
     let one = copy(ar, bw, limits, moved.clone(), last.clone());
     let other = copy(br, aw, limits, moved.clone(), last.clone());
-    let (x, y) = tokio::join!(one, other);
-    let ended = [x, y]
-        .into_iter()
-        .find(|e| *e != Ended::Done)
-        .unwrap_or(Ended::Done);
+    tokio::pin!(one, other);
+    // A clean half-close lets the other direction finish; anything else ends both at once
+    // (dropping the halves closes both sockets).
+    let ended = tokio::select! {
+        e = &mut one => if e == Ended::Done { other.await } else { e },
+        e = &mut other => if e == Ended::Done { one.await } else { e },
+    };
     (moved.load(Ordering::Relaxed), ended)
 }
 
@@ -80,8 +82,11 @@ async fn copy(
         if total > limits.max_bytes {
             return Ended::TooLarge;
         }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return Ended::Broken;
+        // A peer that stops reading is as idle as one that stops sending.
+        match tokio::time::timeout(limits.idle, to.write_all(&buf[..n])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Ended::Broken,
+            Err(_) => return Ended::Idle,
         }
         if let Ok(mut l) = last.lock() {
             *l = Instant::now();

@@ -1,7 +1,7 @@
 //! Expiry of uploads: files older than `expire_after` and slots never used, deleted in
 //! batches (file first, then its row, so a crash in between leaves a row whose file is
-//! gone: served as 404 and deleted at the next round). At start, PUTs the previous process
-//! did not finish are given back and their partial files removed.
+//! gone: served as 404 and deleted at the next round). [`recover`], at start: PUTs the
+//! previous process did not finish are given back and their partial files removed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,17 +16,22 @@ use crate::server::Server;
 /// Uploads deleted per round trip to the store.
 const BATCH: i64 = 500;
 
-pub async fn run(uploads: Arc<Uploads>, server: Server, mut shutdown: watch::Receiver<bool>) {
-    match server.store.uploads_reset_interrupted().await {
+/// At start, before the HTTPS listener accepts: PUTs the previous process did not finish are
+/// given back and their partial files removed (`postern::start` runs it).
+pub async fn recover(store: &postern_store::Store, dir: &std::path::Path) {
+    match store.uploads_reset_interrupted().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(count = n, "uploads interrupted by the last stop given back"),
         Err(e) => tracing::warn!(error = %e, "resetting interrupted uploads failed"),
     }
-    if let Ok(mut entries) = tokio::fs::read_dir(uploads.dir.join("tmp")).await {
+    if let Ok(mut entries) = tokio::fs::read_dir(dir.join("tmp")).await {
         while let Ok(Some(entry)) = entries.next_entry().await {
             let _ = tokio::fs::remove_file(entry.path()).await;
         }
     }
+}
+
+pub async fn run(uploads: Arc<Uploads>, server: Server, mut shutdown: watch::Receiver<bool>) {
     loop {
         match expire_once(&uploads, &server).await {
             Ok(0) => {}
@@ -58,6 +63,7 @@ pub async fn expire_once(
         if batch.is_empty() {
             return Ok(deleted);
         }
+        let before_batch = deleted;
         for u in &batch {
             match tokio::fs::remove_file(uploads.path(&u.id)).await {
                 Ok(()) => {}
@@ -71,7 +77,9 @@ pub async fn expire_once(
             server.store.upload_delete(&u.id).await?;
             deleted += 1;
         }
-        if (batch.len() as i64) < BATCH {
+        // A short batch was the last; a batch where nothing could be deleted (a read-only
+        // directory) would come back unchanged: try again at the next round.
+        if (batch.len() as i64) < BATCH || deleted == before_batch {
             return Ok(deleted);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

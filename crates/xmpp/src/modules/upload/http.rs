@@ -142,7 +142,7 @@ async fn upload(
     }
     if let Some(sent) = headers.get(header::CONTENT_TYPE) {
         let sent = sent.to_str().unwrap_or_default().trim();
-        if !sent.eq_ignore_ascii_case(&row.content_type) {
+        if media_type(sent) != media_type(&row.content_type) {
             return refuse(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Content-Type differs from the type the slot was granted for",
@@ -175,11 +175,19 @@ async fn finish(app: App, row: Upload, body: Body, client: std::net::IpAddr) -> 
     let id = row.id.clone();
     match receive(&app.uploads, &row, body).await {
         Ok(sha256) => {
-            if let Err(e) = store.upload_stored(&id, now_ms(), &sha256).await {
-                tracing::error!(error = %e, "recording an upload failed");
-                let _ = tokio::fs::remove_file(app.uploads.path(&id)).await;
-                let _ = store.upload_release(&id).await;
-                return refuse(StatusCode::SERVICE_UNAVAILABLE, "try again later");
+            match store.upload_stored(&id, now_ms(), &sha256).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Deleted while it was coming in (`postern files delete`): so is the file.
+                    let _ = tokio::fs::remove_file(app.uploads.path(&id)).await;
+                    return refuse(StatusCode::GONE, "the upload was deleted meanwhile");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "recording an upload failed");
+                    let _ = tokio::fs::remove_file(app.uploads.path(&id)).await;
+                    let _ = store.upload_release(&id).await;
+                    return refuse(StatusCode::SERVICE_UNAVAILABLE, "try again later");
+                }
             }
             tracing::info!(owner = %row.owner, %id, size = row.size, %client, "file uploaded");
             let mut r = StatusCode::CREATED.into_response();
@@ -195,6 +203,16 @@ async fn finish(app: App, row: Upload, body: Body, client: std::net::IpAddr) -> 
             refuse(failure.0, &failure.1)
         }
     }
+}
+
+/// A media type compared the way HTTP means it: any case, no space around `;` and `=`.
+fn media_type(t: &str) -> String {
+    t.split(';')
+        .map(|part| part.split('=').map(str::trim).collect::<Vec<_>>().join("="))
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(";")
+        .to_ascii_lowercase()
 }
 
 /// Whether the request's host is where `domain`'s upload URLs point.
@@ -490,6 +508,15 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 1000), Range::Whole);
         assert_eq!(parse_range("items=0-1", 1000), Range::Whole);
         assert_eq!(parse_range("bytes=0-0", 0), Range::Unsatisfiable);
+    }
+
+    #[test]
+    fn media_types_compare_as_http_means_them() {
+        assert_eq!(
+            media_type("text/plain;charset=UTF-8"),
+            media_type("Text/Plain; charset = utf-8")
+        );
+        assert_ne!(media_type("text/plain"), media_type("text/html"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use super::Uploads;
+use crate::modules::archive::retention::Retention;
 use crate::router::{Ctx, IqRequest, IqResult};
 use crate::stanza::StanzaFault;
 
@@ -88,18 +89,47 @@ pub(super) async fn request(
     match ctx.server.store.upload_reserve(&upload, quota, now).await {
         Ok(Ok(())) => {}
         Ok(Err(over)) => {
-            let (whose, used, limit) = match over {
-                QuotaExceeded::Owner { used, limit } => ("your", used, limit),
-                QuotaExceeded::Domain { used, limit } => ("your domain's", used, limit),
+            let (whose, key, is_domain, used, limit) = match over {
+                QuotaExceeded::Owner { used, limit } => {
+                    ("your", upload.owner.as_str(), false, used, limit)
+                }
+                QuotaExceeded::Domain { used, limit } => {
+                    ("your domain's", upload.domain.as_str(), true, used, limit)
+                }
             };
             tracing::info!(%owner, used, limit, size, "upload refused: quota");
-            return Err(
-                StanzaFault::new(ErrorType::Wait, DefinedCondition::ResourceConstraint)
-                    .with_app(Element::builder("retry", ns::HTTP_UPLOAD).build())
-                    .with_text(format!(
-                        "{whose} uploads use {used} of {limit} bytes; this file needs {size} more"
-                    )),
-            );
+            let text =
+                format!("{whose} uploads use {used} of {limit} bytes; this file needs {size} more");
+            let keep = match uploads.config.expire_after {
+                Retention::Forever => None,
+                Retention::For(d) => Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            };
+            let retry = ctx
+                .server
+                .store
+                .upload_retry_at(key, is_domain, now, keep)
+                .await
+                .ok()
+                .flatten()
+                .and_then(chrono::DateTime::from_timestamp_millis);
+            // XEP-0363 §5: <retry/> with the time to try again, when space frees up by
+            // itself (a slot or a file expires); otherwise the quota is not temporary.
+            return Err(match (limit >= size, retry) {
+                (true, Some(at)) => {
+                    StanzaFault::new(ErrorType::Wait, DefinedCondition::ResourceConstraint)
+                        .with_app(
+                            Element::builder("retry", ns::HTTP_UPLOAD)
+                                .attr(
+                                    minidom::rxml::xml_ncname!("stamp").to_owned(),
+                                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                                )
+                                .build(),
+                        )
+                        .with_text(text)
+                }
+                _ => StanzaFault::new(ErrorType::Cancel, DefinedCondition::NotAllowed)
+                    .with_text(text),
+            });
         }
         Err(e) => {
             tracing::error!(error = %e, "reserving an upload slot failed");
