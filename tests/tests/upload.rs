@@ -466,18 +466,22 @@ async fn requests_that_do_not_match_their_slot_are_refused() {
     server.stop().await;
 }
 
-/// A raw HTTPS request over TLS trusting the server's certificate; what came back (the
-/// server may close early).
-async fn raw_put(server: &TestServer, request: &[u8], then_wait: Option<Duration>) -> String {
+/// A TLS connection to the HTTPS listener, trusting the server's certificate.
+async fn tls_to(server: &TestServer) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let port = server.https.unwrap().port();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
     let tls = tokio_rustls::TlsConnector::from(server.tls_config("localhost"));
-    let mut s = tls
-        .connect("localhost".try_into().unwrap(), tcp)
+    tls.connect("localhost".try_into().unwrap(), tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A raw HTTPS request over TLS trusting the server's certificate; what came back (the
+/// server may close early).
+async fn raw_put(server: &TestServer, request: &[u8], then_wait: Option<Duration>) -> String {
+    let mut s = tls_to(server).await;
     s.write_all(request).await.unwrap();
     s.flush().await.unwrap();
     if then_wait.is_none() {
@@ -577,15 +581,7 @@ async fn a_short_or_stalled_body_leaves_nothing_behind() {
         )
         .into_bytes();
         request.extend(vec![b'a'; 40_000]);
-        let port = server.https.unwrap().port();
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let tls = tokio_rustls::TlsConnector::from(server.tls_config("localhost"));
-        let mut s = tls
-            .connect("localhost".try_into().unwrap(), tcp)
-            .await
-            .unwrap();
+        let mut s = tls_to(&server).await;
         s.write_all(&request).await.unwrap();
         s.flush().await.unwrap();
         drop(s);

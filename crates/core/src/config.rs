@@ -1,5 +1,5 @@
-//! Config values written the human way: sizes (`"256 KiB"`, `"50 MB"`, `1000`) and
-//! durations (`"30s"`, `"5m"`, `"30d"`, humantime).
+//! Config values written the human way: sizes (`"256 KiB"`, `"50 MB"`, `1000`), limits
+//! (a size or `"unlimited"`) and durations (`"30s"`, `"5m"`, `"30d"`, humantime).
 
 use std::time::Duration;
 
@@ -35,18 +35,44 @@ impl std::str::FromStr for ByteSize {
     }
 }
 
+/// A size as a config file writes it: a number of bytes or a string with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Raw {
+    Num(u64),
+    Text(String),
+}
+
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(u64),
-            Text(String),
-        }
         match Raw::deserialize(d)? {
             Raw::Num(n) => Ok(ByteSize(n)),
             Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
         }
+    }
+}
+
+/// A limit in bytes, or `"unlimited"` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteLimit(pub Option<ByteSize>);
+
+impl<'de> Deserialize<'de> for ByteLimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Text(t) if t.trim() == "unlimited" => Ok(ByteLimit(None)),
+            Raw::Num(n) => Ok(ByteLimit(Some(ByteSize(n)))),
+            Raw::Text(t) => t
+                .parse()
+                .map(|b| ByteLimit(Some(b)))
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl ByteLimit {
+    /// The limit as a signed count (what the store compares with), `None` for unlimited.
+    pub fn bytes(self) -> Option<i64> {
+        self.0.map(|b| i64::try_from(b.0).unwrap_or(i64::MAX))
     }
 }
 
@@ -95,5 +121,14 @@ mod tests {
             (2048, ByteSize(5), Duration::from_secs(60))
         );
         assert!(serde_json::from_str::<C>(r#"{"size": 1, "typed": 1, "wait": "soon"}"#).is_err());
+    }
+
+    #[test]
+    fn limits_are_sizes_or_unlimited() {
+        let parse = |j: &str| serde_json::from_str::<ByteLimit>(j);
+        assert_eq!(parse(r#""unlimited""#).expect("limit"), ByteLimit(None));
+        assert_eq!(parse(r#""1 KiB""#).expect("limit").bytes(), Some(1024));
+        assert_eq!(parse("7").expect("limit"), ByteLimit(Some(ByteSize(7))));
+        assert!(parse(r#""lots""#).is_err());
     }
 }

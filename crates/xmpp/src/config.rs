@@ -198,6 +198,7 @@ impl XmppConfig {
 
 /// A size in bytes written the human way: `"256 KiB"`, `"50 MiB"`, `"1000"`.
 pub use postern_core::ByteSize;
+pub use postern_core::config::ByteLimit;
 /// Durations are written as humantime strings: `"30s"`, `"5m"`, `"2h"`.
 pub use postern_core::config::duration;
 
@@ -214,34 +215,5 @@ mod tests {
         c.starttls.clear();
         c.direct_tls.clear();
         assert_eq!(c.problems().len(), 3);
-    }
-}
-
-/// A limit in bytes, or "unlimited" (`None`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteLimit(pub Option<ByteSize>);
-
-impl<'de> Deserialize<'de> for ByteLimit {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Num(n) => Ok(ByteLimit(Some(ByteSize(n)))),
-            Raw::Text(t) if t.trim() == "unlimited" => Ok(ByteLimit(None)),
-            Raw::Text(t) => t
-                .parse()
-                .map(|b| ByteLimit(Some(b)))
-                .map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-impl ByteLimit {
-    pub fn bytes(self) -> Option<i64> {
-        self.0.map(|b| i64::try_from(b.0).unwrap_or(i64::MAX))
     }
 }

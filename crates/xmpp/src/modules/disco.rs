@@ -1,5 +1,6 @@
 //! XEP-0030: Service Discovery. Features come only from what modules registered.
 
+use xmpp_parsers::data_forms::DataForm;
 use xmpp_parsers::disco::{
     DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity, Item,
 };
@@ -35,6 +36,52 @@ pub fn register(r: &mut RouterBuilder) {
         ns::DISCO_ITEMS,
         "query",
         account_items,
+    );
+}
+
+/// disco#info and disco#items of the sub-service `label` (`upload.`, `proxy.`): its
+/// `identity`, the features registered for its scope, the XEP-0128 `extensions`; no items.
+/// A node, or an address with a local part at the service, is `item-not-found`.
+pub fn service(
+    r: &mut RouterBuilder,
+    label: &'static str,
+    identity: Identity,
+    extensions: Vec<DataForm>,
+) {
+    let scope = Scope::Service(label);
+    r.disco_feature(scope, ns::DISCO_INFO);
+    r.disco_feature(scope, ns::DISCO_ITEMS);
+    r.iq(scope, IqKind::Get, ns::DISCO_INFO, "query", {
+        move |ctx: Ctx, req: IqRequest<DiscoInfoQuery>| {
+            let (identity, extensions) = (identity.clone(), extensions.clone());
+            async move {
+                if req.payload.node.is_some() || req.to.node().is_some() {
+                    return Err(StanzaFault::item_not_found());
+                }
+                let mut result = info(&ctx, scope, identity);
+                result.extensions = extensions;
+                Ok(Some(result.into()))
+            }
+        }
+    });
+    r.iq(
+        scope,
+        IqKind::Get,
+        ns::DISCO_ITEMS,
+        "query",
+        |_, req: IqRequest<DiscoItemsQuery>| async move {
+            if req.payload.node.is_some() || req.to.node().is_some() {
+                return Err(StanzaFault::item_not_found());
+            }
+            Ok(Some(
+                DiscoItemsResult {
+                    node: None,
+                    items: vec![],
+                    rsm: None,
+                }
+                .into(),
+            ))
+        },
     );
 }
 

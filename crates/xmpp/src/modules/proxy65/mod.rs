@@ -26,9 +26,8 @@ use postern_core::ByteSize;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use xmpp_parsers::disco::{DiscoInfoQuery, DiscoInfoResult, Identity};
+use xmpp_parsers::disco::Identity;
 use xmpp_parsers::jid::FullJid;
-use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::config::ByteLimit;
@@ -182,37 +181,11 @@ pub fn register(r: &mut RouterBuilder, config: &Proxy65Config) {
     r.service(LABEL, "SOCKS5 Bytestreams Proxy");
     let scope = Scope::Service(LABEL);
     r.disco_feature(scope, NS);
-    r.disco_feature(scope, ns::DISCO_INFO);
-    r.iq(
-        scope,
-        IqKind::Get,
-        ns::DISCO_INFO,
-        "query",
-        move |ctx, req: IqRequest<DiscoInfoQuery>| async move {
-            if req.payload.node.is_some() || req.to.node().is_some() {
-                return Err(StanzaFault::item_not_found());
-            }
-            Ok(Some(
-                DiscoInfoResult {
-                    node: None,
-                    identities: vec![Identity::new(
-                        "proxy",
-                        "bytestreams",
-                        "en",
-                        "SOCKS5 Bytestreams Proxy",
-                    )],
-                    features: ctx
-                        .server
-                        .router
-                        .offers()
-                        .disco(scope)
-                        .map(str::to_owned)
-                        .collect(),
-                    extensions: vec![],
-                }
-                .into(),
-            ))
-        },
+    crate::modules::disco::service(
+        r,
+        LABEL,
+        Identity::new("proxy", "bytestreams", "en", "SOCKS5 Bytestreams Proxy"),
+        vec![],
     );
     r.iq(scope, IqKind::Get, NS, "query", {
         let proxy = proxy.clone();

@@ -25,15 +25,12 @@ use std::time::Duration;
 use postern_core::ByteSize;
 use serde::Deserialize;
 use xmpp_parsers::data_forms::{DataForm, DataFormType, Field};
-use xmpp_parsers::disco::{
-    DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity,
-};
+use xmpp_parsers::disco::Identity;
 use xmpp_parsers::ns;
 
 use crate::config::ByteLimit;
 use crate::modules::archive::retention::Retention;
-use crate::router::{IqKind, IqRequest, RouterBuilder, Scope};
-use crate::stanza::StanzaFault;
+use crate::router::{IqKind, RouterBuilder, Scope};
 
 /// The service's label: `upload.<domain>`.
 pub const LABEL: &str = "upload";
@@ -151,61 +148,23 @@ pub fn register(r: &mut RouterBuilder, config: &UploadConfig) {
     r.service(LABEL, "HTTP File Upload");
     let scope = Scope::Service(LABEL);
     r.disco_feature(scope, ns::HTTP_UPLOAD);
-    r.disco_feature(scope, ns::DISCO_INFO);
     r.iq(scope, IqKind::Get, ns::HTTP_UPLOAD, "request", {
         let uploads = uploads.clone();
         move |ctx, req| slot::request(uploads.clone(), ctx, req)
     });
-    let max = config.max_file_size.0;
-    r.iq(
-        scope,
-        IqKind::Get,
-        ns::DISCO_INFO,
-        "query",
-        move |ctx, req: IqRequest<DiscoInfoQuery>| async move {
-            if req.payload.node.is_some() || req.to.node().is_some() {
-                return Err(StanzaFault::item_not_found());
-            }
-            let form = DataForm::new(
-                DataFormType::Result_,
-                ns::HTTP_UPLOAD,
-                vec![Field::text_single("max-file-size", &max.to_string())],
-            );
-            Ok(Some(
-                DiscoInfoResult {
-                    node: None,
-                    identities: vec![Identity::new("store", "file", "en", "HTTP File Upload")],
-                    features: ctx
-                        .server
-                        .router
-                        .offers()
-                        .disco(scope)
-                        .map(str::to_owned)
-                        .collect(),
-                    extensions: vec![form],
-                }
-                .into(),
-            ))
-        },
+    let form = DataForm::new(
+        DataFormType::Result_,
+        ns::HTTP_UPLOAD,
+        vec![Field::text_single(
+            "max-file-size",
+            &config.max_file_size.0.to_string(),
+        )],
     );
-    r.iq(
-        scope,
-        IqKind::Get,
-        ns::DISCO_ITEMS,
-        "query",
-        |_, req: IqRequest<DiscoItemsQuery>| async move {
-            if req.payload.node.is_some() {
-                return Err(StanzaFault::item_not_found());
-            }
-            Ok(Some(
-                DiscoItemsResult {
-                    node: None,
-                    items: vec![],
-                    rsm: None,
-                }
-                .into(),
-            ))
-        },
+    crate::modules::disco::service(
+        r,
+        LABEL,
+        Identity::new("store", "file", "en", "HTTP File Upload"),
+        vec![form],
     );
     r.task({
         let uploads = uploads.clone();
