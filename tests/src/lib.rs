@@ -106,6 +106,25 @@ impl TestServer {
         Ok(())
     }
 
+    /// Waits until the server counts at most `n` open client connections (its connection
+    /// tasks have ended): a barrier for tests of connection limits. Panics after 10 s.
+    pub async fn until_connections_at_most(&self, n: usize) {
+        let xmpp = self
+            .running
+            .as_ref()
+            .and_then(|r| r.xmpp.clone())
+            .expect("an XMPP server");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while xmpp.open_connections() > n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} connections still open",
+                xmpp.open_connections()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn accounts(&self) -> &postern_accounts::Accounts {
         &self.running.as_ref().expect("running").accounts
     }

@@ -297,14 +297,15 @@ async fn connection_count_and_per_ip_rate_are_capped() {
     let mut third = Raw::connect(server.starttls).await.unwrap();
     let _ = third.open("localhost").await;
     assert_eq!(third.read_to_close().await.unwrap(), "");
-    drop((first, second));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop((first, second, third));
+    // The server has seen them go (a barrier, not a sleep).
+    server.until_connections_at_most(0).await;
     // The fourth connection fits the count again and spends the last token of the burst …
     let mut fourth = Raw::connect(server.starttls).await.unwrap();
     fourth.open("localhost").await.unwrap();
     fourth.read_until("</stream:features>").await.unwrap();
     drop(fourth);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.until_connections_at_most(0).await;
     // … so the fifth is over the per-IP rate.
     let mut fifth = Raw::connect(server.starttls).await.unwrap();
     let _ = fifth.open("localhost").await;

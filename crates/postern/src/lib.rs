@@ -41,6 +41,8 @@ pub struct Running {
     pub smtp: Option<SocketAddr>,
     /// The gateway handle (key store, quarantine), when it is enabled.
     pub gateway: Option<postern_gateway::Gateway>,
+    /// The XMPP server handle (sessions, connection count), when it is enabled.
+    pub xmpp: Option<postern_xmpp::Server>,
     pub accounts: Accounts,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -105,6 +107,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let mut starttls = Vec::new();
     let mut direct = Vec::new();
     let mut task: JoinHandle<()> = tokio::spawn(async {});
+    let mut xmpp_handle = None;
     if config.xmpp.enabled {
         let bind = |addrs: &[SocketAddr]| {
             let addrs = addrs.to_vec();
@@ -147,6 +150,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             identities.clone(),
         )?;
         routes = routes.merge(server.http_routes());
+        xmpp_handle = Some(server.clone());
         task = tokio::spawn(server.serve(s, d, rx.clone()));
     }
     let (mut smtp, mut gateway, mut gateway_task) = (None, None, None);
@@ -188,6 +192,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         direct_tls: direct,
         smtp,
         gateway,
+        xmpp: xmpp_handle,
         accounts,
         shutdown,
         task,

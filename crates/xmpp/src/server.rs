@@ -130,6 +130,14 @@ impl Server {
             })
     }
 
+    /// Client connections open now (each holds a permit until its task ends).
+    pub fn open_connections(&self) -> usize {
+        self.config
+            .limits
+            .max_connections
+            .saturating_sub(self.connections.available_permits())
+    }
+
     /// Whether `domain` is one we serve (not a sub-service).
     pub fn is_local_domain(&self, domain: &str) -> bool {
         self.hosts.is_domain(domain)
