@@ -97,6 +97,11 @@ pub struct Sites {
     /// Sub-host labels the services registered (`openpgpkey`).
     labels: Vec<String>,
     public: Option<PublicUrl>,
+    /// The hosts of `public_url`, worked out once: (served domain, host); the domain is
+    /// `None` when one host serves every domain.
+    public_hosts: Vec<(Option<String>, String)>,
+    /// The path prefix of `public_url` (stripped before routing), empty at the root.
+    prefix: String,
     /// Port of the first HTTPS listener (for URLs when there is no `public_url`).
     port: Option<u16>,
     trusted: Vec<IpAddr>,
@@ -110,13 +115,25 @@ impl Sites {
         port: Option<u16>,
         trusted: Vec<IpAddr>,
     ) -> Self {
-        Self {
-            domains: domains
-                .into_iter()
-                .map(|d| d.to_ascii_lowercase())
+        let domains: Vec<String> = domains
+            .into_iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
+        let public_hosts = match &public {
+            Some(p) if p.per_domain() => domains
+                .iter()
+                .filter_map(|d| Some((Some(d.clone()), p.host_for(d)?)))
                 .collect(),
+            Some(p) => p.host_for("").map(|h| (None, h)).into_iter().collect(),
+            None => Vec::new(),
+        };
+        let prefix = public.as_ref().map(PublicUrl::path).unwrap_or_default();
+        Self {
+            domains,
             labels: labels.into_iter().map(|l| l.to_ascii_lowercase()).collect(),
             public,
+            public_hosts,
+            prefix,
             port,
             trusted,
         }
@@ -132,11 +149,8 @@ impl Sites {
     }
 
     /// The path prefix of `public_url` that a proxy passes on (stripped before routing).
-    pub fn path_prefix(&self) -> String {
-        self.public
-            .as_ref()
-            .map(PublicUrl::path)
-            .unwrap_or_default()
+    pub fn path_prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Whether `peer`'s forwarded headers are believed.
@@ -209,15 +223,10 @@ impl Sites {
         {
             return Some((Some(d.clone()), Some(label.to_owned())));
         }
-        let public = self.public.as_ref()?;
-        if public.per_domain() {
-            let d = self
-                .domains
-                .iter()
-                .find(|d| public.host_for(d).as_deref() == Some(host))?;
-            return Some((Some(d.clone()), None));
-        }
-        (public.host_for("").as_deref() == Some(host)).then_some((None, None))
+        self.public_hosts
+            .iter()
+            .find(|(_, h)| h == host)
+            .map(|(d, _)| (d.clone(), None))
     }
 }
 

@@ -260,7 +260,7 @@ async fn handle(
     };
     let prefix = shared.sites.path_prefix();
     if !prefix.is_empty()
-        && let Some(stripped) = strip_prefix(&parts.uri, &prefix)
+        && let Some(stripped) = strip_prefix(&parts.uri, prefix)
     {
         parts.uri = stripped;
     }
